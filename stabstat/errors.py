@@ -50,3 +50,8 @@ def require(module: str, extra: str, feature: str):  # type: ignore[no-untyped-d
         raise MissingExtraError(
             f"{feature} needs the optional package {module!r}: pip install 'stabstat[{extra}]'"
         ) from exc
+
+
+class QueryError(StabstatError):
+    """SQL given to ``stabstat query`` / ``Store.query`` failed: a syntax error, an unknown
+    table or column, or a statement that would write (queries run on a read-only connection)."""
