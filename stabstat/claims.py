@@ -1,0 +1,392 @@
+"""``stabstat check``: declarative stability claims (TOML) tested against the store.
+
+A claims file has an optional ``[defaults]`` table (selection and statistics settings for
+every claim) and a list of ``[[claims]]``. Each claim gets a one-sided p-value *for* the
+claim (null hypothesis: the claim is false) and one *against* it; both families are
+Holm-adjusted across the claims of the file (``correction = "bh"`` or ``"none"`` on
+request). Verdicts:
+
+* ``PASS``: the adjusted p-value for the claim is below ``alpha``;
+* ``FAIL``: the adjusted p-value against the claim is below ``alpha`` (the data show the
+  opposite with confidence);
+* ``INCONCLUSIVE``: neither (too few runs, or no real difference).
+
+Kinds (``kind = ...``):
+
+``failure_rate``  ``factor``, ``higher``, ``lower``: the failure rate at level ``higher`` is
+    above that at ``lower``. Newcombe CI of the difference, Fisher exact one-sided p.
+``mean``, ``median``, ``iqm``, ``max``  same fields: the statistic of the metric is higher at
+    ``higher``. Bootstrap CI of the difference (paired by seed when possible),
+    one-sided permutation p. ``successful_only = true`` leaves failed runs out.
+``std``  same fields: the SD is higher at ``higher``. Bootstrap CI of the SD ratio,
+    Brown-Forsythe p halved in the direction of the estimate.
+``failure_trend``  ``factor``, ``direction = "increasing" | "decreasing"``: failure rises
+    or falls with a numeric factor (logistic regression, log2 for sizes; one-sided Wald p,
+    or a permutation trend test under separation). Fix other factors with ``filter``.
+``max_failure_rate``  ``value``: the failure rate of the selection is below ``value``
+    (exact binomial test; Wilson / Clopper-Pearson CI).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stabstat import __version__
+from stabstat import stats as S
+from stabstat.analysis import RunSet, Selection, Settings, _pair_arrays, select_runs
+from stabstat.errors import ConfigError, StabstatError
+
+if TYPE_CHECKING:
+    from stabstat.store import Store
+
+__all__ = ["KINDS", "CheckResult", "ClaimResult", "check", "load_claims"]
+
+KINDS = ("failure_rate", "mean", "median", "iqm", "max", "std", "failure_trend", "max_failure_rate")
+_SELECTION_KEYS = ("metric", "split", "at", "filter", "where", "baseline", "fail_below", "include_incomplete")
+_SETTINGS_KEYS = ("alpha", "correction", "resamples", "seed", "ci_method", "confidence")
+_CLAIM_KEYS = {"name", "kind", "factor", "higher", "lower", "direction", "value", "successful_only",
+               "transform", *_SELECTION_KEYS}
+_REQUIRED = {
+    "failure_rate": ("factor", "higher", "lower"),
+    "mean": ("factor", "higher", "lower"),
+    "median": ("factor", "higher", "lower"),
+    "iqm": ("factor", "higher", "lower"),
+    "max": ("factor", "higher", "lower"),
+    "std": ("factor", "higher", "lower"),
+    "failure_trend": ("factor", "direction"),
+    "max_failure_rate": ("value",),
+}
+
+
+@dataclass
+class ClaimResult:
+    """One claim's verdict and evidence. ``n`` maps level (or ``all``) to the runs used."""
+
+    name: str
+    kind: str
+    verdict: str
+    estimate: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    p_value: float
+    p_adjusted: float
+    p_against: float
+    p_against_adjusted: float
+    p_method: str
+    n: dict[str, int]
+    detail: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": "claim", **asdict(self)}
+
+
+@dataclass
+class CheckResult:
+    """All claims of a file; ``ok`` is False when any claim FAILed."""
+
+    path: str
+    claims: list[ClaimResult]
+    settings: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.verdict == "FAIL" for c in self.claims)
+
+    def counts(self) -> dict[str, int]:
+        out = {"PASS": 0, "FAIL": 0, "INCONCLUSIVE": 0}
+        for c in self.claims:
+            out[c.verdict] += 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"analysis": "check", "groups": [], "tests": [c.to_dict() for c in self.claims],
+                "settings": self.settings, "summary": self.counts(), "warnings": []}
+
+    def to_frame(self) -> Any:
+        import polars as pl
+
+        rows = [{k: v for k, v in c.to_dict().items() if k not in ("n", "warnings")} for c in self.claims]
+        return pl.DataFrame(rows, infer_schema_length=None)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_claims(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Read and validate a claims file; returns (defaults, claims).
+
+    Raises
+    ------
+    ConfigError
+        Unreadable TOML, an unknown key or kind, a missing field; the message names the
+        file, the claim and the field.
+    """
+    p = Path(path)
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such claims file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    unknown_top = set(doc) - {"defaults", "claims"}
+    if unknown_top:
+        raise ConfigError(f"{p}: unknown top-level key(s) {sorted(unknown_top)}; use [defaults] and [[claims]]")
+    defaults = doc.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{p}: [defaults] must be a table")
+    bad = set(defaults) - set(_SELECTION_KEYS) - set(_SETTINGS_KEYS)
+    if bad:
+        raise ConfigError(f"{p}: [defaults]: unknown key(s) {sorted(bad)}; allowed: "
+                          f"{', '.join(_SELECTION_KEYS + _SETTINGS_KEYS)}")
+    claims = doc.get("claims", [])
+    if not isinstance(claims, list) or not claims:
+        raise ConfigError(f"{p}: no claims; add at least one [[claims]] table with a kind")
+    for i, c in enumerate(claims, 1):
+        where = f"{p}: claim {i}" + (f" ({c.get('name')!r})" if isinstance(c, dict) and c.get("name") else "")
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where}: must be a table ([[claims]])")
+        kind = c.get("kind")
+        if kind not in KINDS:
+            raise ConfigError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
+        extra = set(c) - _CLAIM_KEYS
+        if extra:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_CLAIM_KEYS))}")
+        for key in _REQUIRED[kind]:
+            if key not in c:
+                raise ConfigError(f"{where}: kind {kind!r} needs the field {key!r}")
+        if kind == "failure_trend" and c["direction"] not in ("increasing", "decreasing"):
+            raise ConfigError(f"{where}: direction must be 'increasing' or 'decreasing', got {c['direction']!r}")
+        if kind == "max_failure_rate" and not (isinstance(c["value"], (int, float)) and 0 < c["value"] < 1):
+            raise ConfigError(f"{where}: value must be a rate between 0 and 1, got {c['value']!r}")
+    return defaults, claims
+
+
+def _selection(defaults: Mapping[str, Any], claim: Mapping[str, Any], where: str) -> Selection:
+    merged = {k: defaults[k] for k in _SELECTION_KEYS if k in defaults}
+    for k in _SELECTION_KEYS:
+        if k in claim and k != "filter":
+            merged[k] = claim[k]
+    filters: dict[str, Any] = {}
+    for src in (defaults.get("filter"), claim.get("filter")):
+        if src is None:
+            continue
+        if isinstance(src, dict):
+            filters.update(src)
+        elif isinstance(src, list):
+            for item in src:
+                k, sep, v = str(item).partition("=")
+                if not sep:
+                    raise ConfigError(f"{where}: filter item {item!r} must be key=value")
+                filters[k] = v
+        else:
+            raise ConfigError(f"{where}: filter must be a table {{key = value}} or a list of 'key=value'")
+    # Values written as TOML strings are parsed like --filter for non-text factors.
+    return Selection(filters=filters, where=merged.get("where"), metric=merged.get("metric"),
+                     split=merged.get("split"), at=merged.get("at", "final"), baseline=merged.get("baseline"),
+                     fail_below=merged.get("fail_below"), include_incomplete=bool(merged.get("include_incomplete", False)))
+
+
+def _level_frame(runset: RunSet, factor: str, level: Any, where: str, field_name: str) -> Any:
+    import polars as pl
+
+    from stabstat.hf import parse_value
+
+    col = runset.frame[factor]
+    present = col.unique().to_list()
+    candidates = [level]
+    if isinstance(level, str):
+        candidates.append(parse_value(level))
+    for cand in candidates:
+        for v in present:
+            if _same_level(v, cand):
+                return runset.frame.filter(pl.col(factor) == v)
+    raise ConfigError(f"{where}: {field_name} = {level!r} is not a level of {factor!r}; levels: "
+                      f"{', '.join(map(str, sorted(present, key=str)))}")
+
+
+def _same_level(v: Any, c: Any) -> bool:
+    """Equal as factor levels: booleans only match booleans, numbers match numbers."""
+    if isinstance(v, bool) or isinstance(c, bool):
+        return isinstance(v, bool) and isinstance(c, bool) and v == c
+    if isinstance(v, (int, float)) and isinstance(c, (int, float)):
+        return float(v) == float(c)
+    return bool(v == c)
+
+
+# --------------------------------------------------------------------------- evaluating
+
+
+def _values(frame: Any, successful_only: bool) -> np.ndarray:
+    import polars as pl
+
+    f = frame.filter(pl.col("failed").not_()) if successful_only else frame
+    v = f["value"].drop_nulls().to_numpy().astype(np.float64)
+    return v[np.isfinite(v)]
+
+
+def _evaluate(store: Store, claim: Mapping[str, Any], sel: Selection, cfg: Settings, where: str,
+              index: int) -> dict[str, Any]:
+    """Evidence for one claim: estimate, CI, p_for, p_against, n, detail, warnings."""
+    from scipy.stats import binomtest, norm
+
+    kind = claim["kind"]
+    factor = claim.get("factor")
+    runset = select_runs(store, [factor] if factor else [], selection=sel)
+    factor = runset.by[0] if runset.by else None
+    warnings = list(runset.warnings)
+    rng = cfg.rng(100, index)
+    if kind == "max_failure_rate":
+        known = runset.frame["failed"].drop_nulls()
+        k, n = int(known.sum()), known.len()
+        rate = S.rate_interval(k, n, confidence=cfg.confidence)
+        limit = float(claim["value"])
+        return {"estimate": rate.rate, "ci_low": rate.ci_low, "ci_high": rate.ci_high, "ci_method": rate.method,
+                "p_for": float(binomtest(k, n, limit, alternative="less").pvalue) if n else math.nan,
+                "p_against": float(binomtest(k, n, limit, alternative="greater").pvalue) if n else math.nan,
+                "test": "exact binomial, one-sided", "n": {"all": n},
+                "detail": f"{k}/{n} failed; claim: failure rate < {limit:g}",
+                "warnings": warnings + list(rate.warnings)}
+    if kind == "failure_trend":
+        assert factor is not None
+        import polars as pl
+
+        frame = runset.frame.filter(pl.col("failed").is_not_null() & pl.col(factor).is_not_null())
+        if not frame[factor].dtype.is_numeric():
+            raise ConfigError(f"{where}: factor {factor!r} is not numeric; failure_trend needs a numeric factor")
+        xs = frame[factor].to_numpy().astype(np.float64)
+        y = frame["failed"].to_numpy().astype(bool)
+        tf = claim.get("transform", "auto")
+        if tf == "auto":
+            tf = "log2" if xs.size and np.all(xs > 0) and xs.max() / xs.min() >= 4 else "none"
+        fit = S.logistic_trend(xs, y, factor=factor, transform=tf, confidence=cfg.confidence)
+        decreasing = claim["direction"] == "decreasing"
+        if fit.separation:
+            if np.unique(xs).size < 2 or y.all() or not y.any():
+                p_for = p_against = math.nan
+            else:
+                xt = np.log2(xs) if tf == "log2" else xs
+                p_for = S.trend_permutation_test(xt, y, alternative=claim["direction"], resamples=cfg.resamples,
+                                                 rng=rng).p_value
+                p_against = S.trend_permutation_test(xt, y, alternative="increasing" if decreasing else "decreasing",
+                                                     resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
+            test = "permutation trend test (separation)"
+        else:
+            z = fit.coef / fit.se
+            p_for = float(norm.cdf(z) if decreasing else norm.sf(z))
+            p_against = float(norm.sf(z) if decreasing else norm.cdf(z))
+            test = "logistic regression, one-sided Wald"
+        levels = {f"{lv:g}": r.n for lv, r in fit.levels}
+        per = "doubling" if tf == "log2" else "unit"
+        return {"estimate": fit.odds_ratio, "ci_low": fit.or_ci_low, "ci_high": fit.or_ci_high,
+                "ci_method": "GLM Wald (odds ratio)", "p_for": p_for, "p_against": p_against, "test": test,
+                "n": levels, "detail": f"odds ratio of failure per {per} of {factor}; claim: {claim['direction']}; "
+                + ", ".join(f"{lv:g}: {r.k}/{r.n}" for lv, r in fit.levels),
+                "warnings": warnings + list(fit.warnings)}
+    assert factor is not None
+    hi = _level_frame(runset, factor, claim["higher"], where, "higher")
+    lo = _level_frame(runset, factor, claim["lower"], where, "lower")
+    label = f"{factor}={claim['higher']} vs {factor}={claim['lower']}"
+    if kind == "failure_rate":
+        ka, na = int(hi["failed"].drop_nulls().sum()), hi["failed"].drop_nulls().len()
+        kb, nb = int(lo["failed"].drop_nulls().sum()), lo["failed"].drop_nulls().len()
+        d = S.newcombe_diff(ka, na, kb, nb, confidence=cfg.confidence)
+        return {"estimate": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high, "ci_method": "newcombe",
+                "p_for": S.fisher_exact(ka, na, kb, nb, alternative="greater"),
+                "p_against": S.fisher_exact(ka, na, kb, nb, alternative="less"), "test": "fisher exact, one-sided",
+                "n": {str(claim["higher"]): na, str(claim["lower"]): nb},
+                "detail": f"failure rate {label}: {ka}/{na} vs {kb}/{nb}",
+                "warnings": warnings + S.seed_warnings(min(na, nb), purpose="a failure-rate comparison")}
+    succ = bool(claim.get("successful_only", False))
+    a, b = _values(hi, succ), _values(lo, succ)
+    sizes = {str(claim["higher"]): int(a.size), str(claim["lower"]): int(b.size)}
+    if min(a.size, b.size) < 2:
+        return {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": cfg.ci_method,
+                "p_for": math.nan, "p_against": math.nan, "test": "none", "n": sizes,
+                "detail": f"{kind} {label}: too few runs", "warnings": warnings + ["fewer than 2 runs in a group"]}
+    if kind == "std":
+        ratio = S.sd_ratio_ci(a, b, method=cfg.ci_method, resamples=cfg.resamples, confidence=cfg.confidence,
+                              rng=rng)
+        bf = S.brown_forsythe(a, b)
+        half = bf.p_value / 2
+        up = ratio.estimate > 1
+        return {"estimate": ratio.estimate, "ci_low": ratio.ci_low, "ci_high": ratio.ci_high,
+                "ci_method": ratio.method, "p_for": half if up else 1 - half, "p_against": 1 - half if up else half,
+                "test": "Brown-Forsythe, one-sided", "n": sizes,
+                "detail": f"SD ratio {label}" + (" (successful runs)" if succ else ""),
+                "warnings": warnings + list(ratio.warnings)}
+    # Paired by seed when both levels have the same seeds once each (as compare does).
+    import polars as pl
+
+    ok = pl.col("failed").not_() if succ else pl.lit(True)
+    pa_, pb_, paired = _pair_arrays(hi.filter(ok), lo.filter(ok), "auto")
+    if paired:
+        a, b = pa_, pb_
+    diff = S.bootstrap_diff(a, b, statistic=kind, paired=paired, method=cfg.ci_method, resamples=cfg.resamples,
+                         confidence=cfg.confidence, rng=rng)
+    p_for = S.permutation_test(a, b, statistic=kind, paired=paired, alternative="greater",
+                               resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
+    p_against = S.permutation_test(a, b, statistic=kind, paired=paired, alternative="less",
+                                   resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
+    return {"estimate": diff.estimate, "ci_low": diff.ci_low, "ci_high": diff.ci_high, "ci_method": diff.method,
+            "p_for": p_for, "p_against": p_against, "test": "permutation, one-sided", "n": sizes,
+            "detail": f"{kind} difference {label}" + (" (paired by seed)" if paired else "")
+            + (" (successful runs)" if succ else ""),
+            "warnings": warnings + list(diff.warnings)}
+
+
+def check(store: Store, path: str | Path, *, settings: Settings | None = None, alpha: float | None = None,
+          correction: str | None = None) -> CheckResult:
+    """Evaluate every claim of the file at ``path`` (see the module docstring).
+
+    ``settings``, ``alpha`` and ``correction`` given here override the file's defaults.
+    """
+    defaults, claims = load_claims(path)
+    base = settings or Settings()
+    cfg = Settings(
+        resamples=int(defaults.get("resamples", base.resamples)) if settings is None else base.resamples,
+        seed=int(defaults.get("seed", base.seed)) if settings is None else base.seed,
+        ci_method=str(defaults.get("ci_method", base.ci_method)) if settings is None else base.ci_method,
+        confidence=float(defaults.get("confidence", base.confidence)) if settings is None else base.confidence,
+        correction=correction or str(defaults.get("correction", base.correction)),
+    )
+    a = float(alpha if alpha is not None else defaults.get("alpha", 0.05))
+    if not 0 < a < 1:
+        raise ConfigError(f"{path}: alpha must be in (0, 1), got {a}")
+    evidence = []
+    for i, claim in enumerate(claims, 1):
+        where = f"{path}: claim {i}" + (f" ({claim.get('name')!r})" if claim.get("name") else "")
+        sel = _selection(defaults, claim, where)
+        try:
+            evidence.append(_evaluate(store, claim, sel, cfg, where, i))
+        except ConfigError:
+            raise
+        except StabstatError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+    adj_for = S.adjust_pvalues([e["p_for"] for e in evidence], cfg.correction)
+    adj_against = S.adjust_pvalues([e["p_against"] for e in evidence], cfg.correction)
+    results = []
+    for i, (claim, e) in enumerate(zip(claims, evidence, strict=True)):
+        pf, pa = float(adj_for[i]), float(adj_against[i])
+        verdict = "PASS" if pf < a else "FAIL" if pa < a else "INCONCLUSIVE"
+        results.append(ClaimResult(
+            name=str(claim.get("name", f"claim {i + 1}")), kind=claim["kind"], verdict=verdict,
+            estimate=float(e["estimate"]), ci_low=float(e["ci_low"]), ci_high=float(e["ci_high"]),
+            ci_method=e["ci_method"], p_value=float(e["p_for"]), p_adjusted=pf, p_against=float(e["p_against"]),
+            p_against_adjusted=pa, p_method=e["test"], n=e["n"], detail=e["detail"],
+            warnings=list(dict.fromkeys(e["warnings"])),
+        ))
+    settings_out = {"analysis": "check", "claims_file": str(path), "alpha": a, **cfg.describe(),
+                    "defaults": {k: v for k, v in defaults.items() if k in _SELECTION_KEYS},
+                    "verdict_rule": "PASS: adjusted one-sided p for the claim < alpha; FAIL: adjusted p against "
+                                    "< alpha; else INCONCLUSIVE",
+                    "stabstat_version": __version__, "database": str(store.path)}
+    return CheckResult(str(path), results, settings_out)
