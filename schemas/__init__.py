@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +124,7 @@ class RunLogSchema:
         return [t.name for t in self.tables]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(version: int = CURRENT_VERSION) -> RunLogSchema:
     """Load the contract of ``version`` from ``schemas/run_log_v<version>.json``.
 

@@ -1,0 +1,217 @@
+"""Chart data aggregated in DuckDB, so that a page never carries millions of rows.
+
+Every function takes the store (or a DuckDB connection) and a *runs frame* - one row per
+selected run with at least ``run_id``, ``config`` (str label) and ``failed`` (bool) - and returns
+the small polars frame that the matching function of :mod:`stabstat.charts` draws.
+
+Downsampling rules (also in ``docs/readme/report.md``):
+
+* **Steps are bucketed**, never thinned by taking every k-th row: with ``S`` the largest step
+  among the selected runs and ``P`` the points wanted per curve, a bucket is
+  ``w = ceil(S / P)`` consecutive steps; bucket ``b`` covers steps ``b*w+1 .. (b+1)*w`` and is
+  drawn at its first step. A run's value in a bucket is the mean of its finite losses there
+  (a diverged run's NaN/inf steps are left out; its curve stops where the loss blew up).
+* **Loss curves**: with at most ``max_runs`` runs (default 200) each run is drawn, at
+  ``P = clamp(row_budget // runs, 20, points)`` points (default ``points`` 200, ``row_budget``
+  20,000 rows in all). With more runs, each (configuration, failed/successful) pair is drawn
+  as a band: the 10 %, 50 % and 90 % quantiles over runs of the per-run bucket means.
+* **Layer gradients**: ``P`` = 100 buckets; per (run, layer, bucket) the geometric mean of the
+  run's positive, finite norms there; then per (failed/successful, layer, bucket) the 25 %,
+  50 % and 75 % quantiles of those over runs (each run weighs the same).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import polars as pl
+
+from stabstat.errors import SelectionError
+
+__all__ = [
+    "DEFAULT_GRAD_POINTS",
+    "DEFAULT_LOSS_POINTS",
+    "DEFAULT_MAX_RUNS",
+    "DEFAULT_ROW_BUDGET",
+    "bucket_width",
+    "layer_gradients_data",
+    "loss_curves_data",
+]
+
+DEFAULT_LOSS_POINTS = 200
+DEFAULT_MAX_RUNS = 200
+DEFAULT_ROW_BUDGET = 20_000
+DEFAULT_GRAD_POINTS = 100
+
+
+def _con(store: Any) -> Any:
+    return getattr(store, "con", store)
+
+
+def _frame(con: Any, sql: str) -> pl.DataFrame:
+    """Run ``sql`` and fetch the whole result as a polars frame (leaves no open result)."""
+    frame = pl.from_arrow(con.sql(sql).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def bucket_width(max_step: int | None, points: int) -> int:
+    """Steps per bucket so that ``max_step`` steps give at most ``points`` buckets (>= 1)."""
+    if not max_step or max_step <= 0:
+        return 1
+    return max(1, math.ceil(max_step / max(1, points)))
+
+
+class _Registered:
+    """The runs frame as a temporary DuckDB table for one query.
+
+    A temp table works on read-only connections; registering an Arrow table would make DuckDB
+    import pandas (see docs/architecture.md).
+    """
+
+    def __init__(self, con: Any, runs: pl.DataFrame, name: str) -> None:
+        self.con, self.name = con, name
+        frame = runs.select(
+            pl.col("run_id").cast(pl.String),
+            pl.col("config").cast(pl.String),
+            pl.col("failed").cast(pl.Boolean).fill_null(False),
+        )
+        self.columns = [frame.get_column(c).to_list() for c in frame.columns]
+
+    def __enter__(self) -> str:
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {self.name} AS SELECT "
+            "unnest(?::VARCHAR[]) AS run_id, unnest(?::VARCHAR[]) AS config, "
+            "unnest(?::BOOLEAN[]) AS failed",
+            self.columns,
+        )
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {self.name}")
+
+
+def _check_runs(runs: pl.DataFrame, what: str) -> None:
+    missing = [c for c in ("run_id", "config", "failed") if c not in runs.columns]
+    if missing:
+        raise SelectionError(f"{what}: the runs frame lacks {', '.join(missing)}")
+
+
+def loss_curves_data(
+    store: Any,
+    runs: pl.DataFrame,
+    *,
+    points: int = DEFAULT_LOSS_POINTS,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    row_budget: int = DEFAULT_ROW_BUDGET,
+) -> pl.DataFrame:
+    """Training-loss curves, bucketed (see the module docstring for the rule).
+
+    Returns
+    -------
+    With ``runs.height <= max_runs``: one row per (run, bucket) with ``run_id``, ``config``,
+    ``failed``, ``step`` (bucket's first step), ``loss`` (mean of finite losses, nats) -
+    for :func:`stabstat.charts.loss_curves`. Otherwise one row per (config, status, bucket)
+    with ``config``, ``status``, ``step``, ``q10``, ``median``, ``q90``, ``runs`` - for
+    :func:`stabstat.charts.loss_bands`. Sorted, so the result is deterministic.
+    """
+    _check_runs(runs, "loss_curves_data")
+    con = _con(store)
+    n = runs.height
+    if n == 0:
+        return pl.DataFrame()
+    with _Registered(con, runs, "_stabstat_sel_runs") as sel:
+        max_step = _frame(
+            con, f"SELECT max(s.step) AS m FROM steps s JOIN {sel} r USING (run_id)"
+        ).item()
+        if max_step is None:
+            return pl.DataFrame()
+        if n <= max_runs:
+            p = max(20, min(points, row_budget // max(1, n)))
+            w = bucket_width(max_step, p)
+            sql = f"""
+                SELECT s.run_id, r.config, r.failed,
+                       ((s.step - 1) // {w}) * {w} + 1 AS step,
+                       favg(s.loss) FILTER (WHERE isfinite(s.loss)) AS loss
+                FROM steps s JOIN {sel} r USING (run_id)
+                WHERE s.loss IS NOT NULL
+                GROUP BY ALL
+                HAVING loss IS NOT NULL
+                ORDER BY s.run_id, step
+            """
+        else:
+            w = bucket_width(max_step, points)
+            sql = f"""
+                WITH per_run AS (
+                    SELECT s.run_id, r.config,
+                           CASE WHEN r.failed THEN 'failed' ELSE 'successful' END AS status,
+                           ((s.step - 1) // {w}) * {w} + 1 AS step,
+                           favg(s.loss) FILTER (WHERE isfinite(s.loss)) AS loss
+                    FROM steps s JOIN {sel} r USING (run_id)
+                    WHERE s.loss IS NOT NULL
+                    GROUP BY ALL
+                )
+                SELECT config, status, step,
+                       quantile_cont(loss, 0.1) AS q10,
+                       quantile_cont(loss, 0.5) AS median,
+                       quantile_cont(loss, 0.9) AS q90,
+                       count(*) AS runs
+                FROM per_run WHERE loss IS NOT NULL
+                GROUP BY ALL
+                ORDER BY config, status, step
+            """
+        return _frame(con, sql)
+
+
+def layer_gradients_data(
+    store: Any,
+    runs: pl.DataFrame,
+    *,
+    points: int = DEFAULT_GRAD_POINTS,
+) -> pl.DataFrame:
+    """Per-layer gradient norms, failed vs successful, bucketed over steps.
+
+    Returns
+    -------
+    One row per (status, layer, bucket): ``status`` ("failed"/"successful"), ``layer``,
+    ``depth``, ``step`` (bucket's first step), ``q25``, ``median``, ``q75`` (quantiles over
+    runs of each run's geometric-mean norm in the bucket), ``runs`` (runs contributing).
+    Sorted.
+    Empty when no layer gradients were logged.
+    """
+    _check_runs(runs, "layer_gradients_data")
+    con = _con(store)
+    if runs.height == 0:
+        return pl.DataFrame()
+    with _Registered(con, runs, "_stabstat_sel_runs") as sel:
+        max_step = _frame(
+            con, f"SELECT max(g.step) AS m FROM layer_grads g JOIN {sel} r USING (run_id)"
+        ).item()
+        if max_step is None:
+            return pl.DataFrame()
+        w = bucket_width(max_step, points)
+        # Two stages: a geometric mean per (run, layer, bucket) - norms span orders of
+        # magnitude, and every run then weighs the same however many steps it logged - and
+        # quantiles over runs. Quantiles over all 36M raw rows of a big sweep cost 10x more.
+        sql = f"""
+            WITH per_run AS (
+                SELECT g.run_id, g.layer, min(g.depth) AS depth,
+                       ((g.step - 1) // {w}) * {w} + 1 AS step,
+                       exp(favg(ln(g.grad_norm))) AS norm
+                FROM layer_grads g
+                WHERE g.run_id IN (SELECT run_id FROM {sel})
+                  AND isfinite(g.grad_norm) AND g.grad_norm > 0
+                GROUP BY g.run_id, g.layer, ((g.step - 1) // {w}) * {w} + 1
+            )
+            SELECT CASE WHEN r.failed THEN 'failed' ELSE 'successful' END AS status,
+                   p.layer, min(p.depth) AS depth, p.step,
+                   quantile_cont(p.norm, 0.25) AS q25,
+                   quantile_cont(p.norm, 0.5) AS median,
+                   quantile_cont(p.norm, 0.75) AS q75,
+                   count(*) AS runs
+            FROM per_run p JOIN {sel} r USING (run_id)
+            GROUP BY status, p.layer, p.step
+            ORDER BY status, depth, p.layer, p.step
+        """
+        return _frame(con, sql)

@@ -1,0 +1,83 @@
+"""Generated run directories and databases for the report and chart tests (no training).
+
+The runs imitate the failure mode of Mosbach et al. (2021) with a seeded generator: a failed run
+stays at the majority-class accuracy, its loss stalls near ln 2 and the gradient norms of its
+lower layers collapse; a successful run learns. Everything comes from ``numpy.random.Generator``
+seeded per run, so a fixture is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LAYERS = ["embeddings", "encoder.layer.0", "encoder.layer.1", "pooler", "classifier"]
+MAJORITY = 0.527
+
+
+def make_runs(
+    out_dir: Path,
+    *,
+    seeds: int = 8,
+    steps: int = 60,
+    grad_every: int = 5,
+    n_trains: tuple[int, ...] = (1000,),
+    bias_corrections: tuple[bool, ...] = (False, True),
+    task: str = "rte",
+) -> list[str]:
+    """Write ``len(n_trains) * len(bias_corrections) * seeds`` finished runs; return their ids."""
+    from runner.logwriter import RunLogger
+
+    ids = []
+    for n_train in n_trains:
+        for bc in bias_corrections:
+            for seed in range(seeds):
+                run_id = f"{task}-n{n_train}-bc{int(bc)}-s{seed}"
+                rng = np.random.default_rng([seed, n_train, int(bc)])
+                p_fail = 0.1 if bc else (0.6 if n_train <= 1000 else 0.3)
+                failed = bool(rng.random() < p_fail) or (not bc and seed == 0)
+                config = {"task": task, "seed": seed, "lr": 2e-5, "bias_correction": bc,
+                          "n_train": n_train, "max_steps": steps}
+                taskinfo = {"name": task, "num_labels": 2, "n_train": n_train, "n_dev": 277,
+                            "metrics": ["accuracy", "f1"],
+                            "majority": {"accuracy": MAJORITY, "f1": 0.0},
+                            "higher_is_better": {"accuracy": True, "f1": True}}
+                with RunLogger(out_dir, run_id, config, task=taskinfo,
+                               environment={"device": "cpu"}) as log:
+                    for step in range(1, steps + 1):
+                        if failed:
+                            loss = math.log(2) + 0.02 * rng.standard_normal()
+                        else:
+                            loss = 0.69 * math.exp(-step / (steps / 4)) + 0.05 * rng.random()
+                        log.log_step(step, loss=loss, lr=2e-5, grad_norm=1.0 + rng.random(),
+                                     epoch=step / steps * 3, wall_time=0.1 * step)
+                        if step % grad_every == 0:
+                            norms = []
+                            for depth, _ in enumerate(LAYERS):
+                                base = 0.3 * (depth + 1) * math.exp(0.2 * rng.standard_normal())
+                                if failed and depth < 3 and step > steps // 5:
+                                    base *= 1e-3
+                                norms.append(base)
+                            log.log_layer_grads(step, LAYERS, list(range(len(LAYERS))), norms)
+                        if step % (steps // 2) == 0:
+                            acc = MAJORITY if failed else 0.66 + 0.04 * rng.standard_normal()
+                            log.log_eval(step, "dev", {"accuracy": acc,
+                                                       "f1": 0.0 if failed else acc + 0.05})
+                ids.append(run_id)
+    return ids
+
+
+def make_db(tmp: Path, **kwargs: Any) -> Path:
+    """Generate runs under ``tmp/runs`` and ingest them into ``tmp/stabstat.duckdb``."""
+    from stabstat.store import Store
+
+    runs = tmp / "runs"
+    make_runs(runs, **kwargs)
+    db = tmp / "stabstat.duckdb"
+    with Store.open(db, read_only=False) as store:
+        report = store.ingest([runs])
+        assert report.ok, report.summary()
+    return db

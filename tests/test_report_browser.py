@@ -1,0 +1,102 @@
+"""The report in a real browser: headless Chromium opens it from file:// with every other
+request aborted, logs no console error, and draws marks in every chart.
+
+Needs the system Chromium (Debian's ``chromium`` package; ``.ci/run`` installs it) and the
+``playwright`` Python package; never a downloaded browser.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from report_fixtures import make_db
+
+from stabstat._browser import find_chromium
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_chromium() is None,
+                       reason="no system Chromium (/usr/bin/chromium): apt-get install chromium"),
+]
+
+playwright = pytest.importorskip("playwright.sync_api",
+                                 reason="the dev extra's playwright package is not installed")
+
+
+def _check(res: object, n_charts: int) -> None:
+    from stabstat._browser import BrowserResult
+
+    assert isinstance(res, BrowserResult)
+    assert res.network_requests == [], "the report tried to go online"
+    assert res.console_errors == [] and res.page_errors == []
+    assert res.console_warnings == [], "Vega-Lite warned about a spec"
+    assert len(res.chart_ids) == n_charts
+    assert sorted(res.marks) == sorted(res.chart_ids)
+    empty = {k: v for k, v in res.marks.items() if v <= 0}
+    assert not empty, f"charts without data marks: {empty}"
+    dom_empty = [k for k in res.chart_ids if res.dom_marks.get(k, 0) <= 0]
+    assert not dom_empty, f"charts without SVG marks in the DOM: {dom_empty}"
+    assert res.screenshot is not None and res.screenshot.stat().st_size > 10_000
+
+
+def test_network_guard_sees_requests(tmp_path: Path) -> None:
+    """Negative control: a page that reaches out is caught (so the offline check can fail)."""
+    from stabstat._browser import render_report
+
+    page = tmp_path / "online.html"
+    page.write_text('<!DOCTYPE html><html><body><img src="http://example.invalid/x.png">'
+                    "<script>window.stabstatReady = Promise.resolve({});"
+                    'console.error("boom")</script></body></html>')
+    res = render_report(page)
+    assert res.network_requests == ["http://example.invalid/x.png"]
+    assert "boom" in res.console_errors
+
+
+def test_report_renders_offline(tmp_path: Path) -> None:
+    from stabstat._browser import render_report
+    from stabstat.analysis import Settings
+    from stabstat.report import build_report
+    from stabstat.store import Store
+
+    db = make_db(tmp_path, seeds=6, steps=40, n_trains=(1000, 4000))
+    with Store.open(db) as store:
+        rep = build_report(store, by="bias_correction", settings=Settings(resamples=400))
+    out = rep.write(tmp_path / "report.html")
+    res = render_report(out, screenshot=tmp_path / "report.png")
+    _check(res, len(rep.figures))
+    assert len(rep.figures) == 8
+
+
+def test_large_report_renders_within_the_page_budget(tmp_path: Path) -> None:
+    """2,000 runs x 2,000 steps (per-layer norms at every step): the page stays under
+    PAGE_BUDGET_BYTES and renders."""
+    root = Path(__file__).resolve().parents[1]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from benchmarks.bench_report import generate_db
+    from stabstat._browser import render_report
+    from stabstat.analysis import Settings
+    from stabstat.report import PAGE_BUDGET_BYTES, build_report
+    from stabstat.store import Store
+
+    db = generate_db(tmp_path / "big.duckdb", runs=2000, steps=2000, configs=8, layers=6,
+                     evals_every=1000)
+    t0 = time.perf_counter()
+    try:
+        with Store.open(db) as store:
+            rep = build_report(store, by="n_train", settings=Settings(resamples=1000))
+            out = rep.write(tmp_path / "big.html")
+    finally:
+        db.unlink()  # ~300 MB; pytest keeps the last runs' temp folders
+    build_s = time.perf_counter() - t0
+    size = out.stat().st_size
+    print(f"\nlarge report: {size / 1e6:.2f} MB, built in {build_s:.1f} s", file=sys.stderr)
+    assert size <= PAGE_BUDGET_BYTES
+    loss = next(f for f in rep.figures if f.id == "loss-curves")
+    assert "q10" in str(loss.spec())  # 2,000 runs: bands, not 2,000 lines
+    res = render_report(out, screenshot=tmp_path / "big.png")
+    print(f"rendered in {res.render_s:.1f} s", file=sys.stderr)
+    _check(res, len(rep.figures))
