@@ -55,3 +55,9 @@ def require(module: str, extra: str, feature: str):  # type: ignore[no-untyped-d
 class QueryError(StabstatError):
     """SQL given to ``stabstat query`` / ``Store.query`` failed: a syntax error, an unknown
     table or column, or a statement that would write (queries run on a read-only connection)."""
+
+
+class StorageError(StabstatError):
+    """Object storage (``s3://...``) could not be listed, read or written: unknown bucket, no
+    permission, endpoint unreachable. The message names the URL; check ``AWS_ENDPOINT_URL`` /
+    ``--s3-endpoint`` and the credentials."""

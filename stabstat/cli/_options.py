@@ -74,6 +74,6 @@ def echo_frame(frame: Any, fmt: str) -> None:
 
         with pl.Config(
             tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60,
-            tbl_hide_dataframe_shape=True, float_precision=4,
+            tbl_hide_dataframe_shape=True,
         ):
             click.echo(str(frame))

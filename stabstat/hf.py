@@ -1,0 +1,399 @@
+"""Read Hugging Face Trainer logs (``trainer_state.json``) as stabstat runs.
+
+A Hugging Face ``Trainer`` writes ``trainer_state.json`` into every checkpoint folder
+(``<output_dir>/checkpoint-<step>/``) and, when ``trainer.save_state()`` is called, into the
+output folder itself. Its ``log_history`` is a list of dicts:
+
+* training entries ``{"loss", "grad_norm", "learning_rate", "epoch", "step"}``
+  (``loss`` is the mean over the logging window, ``grad_norm`` the total norm before
+  clipping; ``grad_norm`` only in newer versions),
+* evaluation entries ``{"eval_loss", "eval_<metric>", "eval_runtime", ..., "epoch", "step"}``,
+* a final ``{"train_runtime", "train_loss", ...}`` entry, which is ignored.
+
+One *run directory* is the folder holding ``trainer_state.json`` or ``checkpoint-*/`` folders
+that hold one. Every state file of a run is read, newest (highest ``global_step``) last, and a
+step logged in several files keeps the newest file's entry, so the newest checkpoint wins and
+no step appears twice.
+
+The result has the same long tables as a stabstat run directory (``steps`` and ``evals``; no
+``layer_grads``), and a ``run.json``-like dict. Factors (the ``config``) come from, in
+increasing precedence:
+
+1. hive-style folder names on the path (``.../bias_correction=false/seed=3/``),
+2. a ``run.json`` (its ``config`` object, else its top-level scalars) or a ``config.json``
+   beside the state file (a model ``config.json`` written by ``save_pretrained`` is not a
+   list of factors: only its ``_name_or_path`` is taken, as ``model``),
+3. ``--param key=value`` from the command line (``params``).
+
+Values from folder names and ``--param`` are parsed with :func:`parse_value`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import schemas
+from stabstat.errors import InputFormatError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+__all__ = [
+    "STATE_FILE",
+    "HFRun",
+    "hive_factors",
+    "is_hf_run_dir",
+    "parse_param",
+    "parse_value",
+    "read_hf_run",
+    "run_dir_of",
+    "state_files",
+]
+
+STATE_FILE = "trainer_state.json"
+#: Bumped when the reader's output changes, so re-ingesting replaces runs read by an older one.
+READER_VERSION = 1
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+#: Per-evaluation bookkeeping keys of the Trainer, not metrics.
+_EVAL_SKIP = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
+#: Keys of ``config.json`` that mark a model configuration (from ``save_pretrained``).
+_MODEL_CONFIG_KEYS = {"architectures", "model_type", "transformers_version"}
+
+
+def parse_value(text: str) -> bool | int | float | str:
+    """Parse a factor value given as text (folder name, ``--param``).
+
+    ``true``/``false`` (any case) -> bool, integers -> int, other numbers -> float, anything
+    else stays a string.
+
+    >>> parse_value("false"), parse_value("3"), parse_value("2e-5"), parse_value("rte")
+    (False, 3, 2e-05, 'rte')
+    """
+    low = text.strip().lower()
+    if low == "true":
+        return True
+    if low == "false":
+        return False
+    if _INT_RE.match(text.strip()):
+        return int(text)
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    # "nan"/"inf" as a folder name is more likely a label than a number.
+    return f if math.isfinite(f) else text
+
+
+def parse_param(item: str) -> tuple[str, bool | int | float | str]:
+    """Split ``key=value`` (a ``--param``) into the key and the parsed value.
+
+    Raises
+    ------
+    InputFormatError
+        If there is no ``=`` or the key is empty.
+    """
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise InputFormatError(f"--param {item!r}: expected key=value, e.g. --param seed=3")
+    return key.strip(), parse_value(value.strip())
+
+
+def hive_factors(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Factors from hive-style folder names ``key=value`` on ``path`` (inner folders win).
+
+    >>> hive_factors("sweep/bias_correction=false/seed=3")
+    {'bias_correction': False, 'seed': 3}
+    """
+    out: dict[str, Any] = {}
+    for part in Path(path).parts:
+        key, sep, value = part.partition("=")
+        if sep and key and not key.startswith("."):
+            out[key] = parse_value(value)
+    return out
+
+
+def run_dir_of(state_file: Path) -> Path:
+    """The run directory of a state file: the folder above ``checkpoint-<n>/``, else its folder."""
+    parent = state_file.parent
+    if _CHECKPOINT_RE.match(parent.name):
+        return parent.parent
+    return parent
+
+
+def state_files(run_dir: Path) -> list[Path]:
+    """``trainer_state.json`` files of one run directory (its own and its checkpoints')."""
+    found = []
+    own = run_dir / STATE_FILE
+    if own.is_file():
+        found.append(own)
+    if run_dir.is_dir():
+        for sub in sorted(run_dir.iterdir()):
+            if _CHECKPOINT_RE.match(sub.name) and (sub / STATE_FILE).is_file():
+                found.append(sub / STATE_FILE)
+    return found
+
+
+def is_hf_run_dir(d: Path) -> bool:
+    """Whether ``d`` holds a ``trainer_state.json`` itself or in a ``checkpoint-*`` folder."""
+    return bool(state_files(d))
+
+
+@dataclass
+class HFRun:
+    """One Hugging Face Trainer run read as a stabstat run."""
+
+    run_id: str
+    run_dir: Path
+    run_json: dict[str, Any]  #: like a stabstat run.json: status, config, task, environment, ...
+    #: ``"steps"`` and ``"evals"``: rows as lists in the contract's column order. Plain Python
+    #: (no Arrow): building Arrow arrays from lists makes pyarrow import pandas (~0.7 s).
+    rows: dict[str, list[list[Any]]]
+    files: list[Path] = field(default_factory=list)  #: every file read
+    fingerprint: str = ""
+
+    def records(self, table: str) -> list[dict[str, Any]]:
+        """The rows of ``table`` as dicts keyed by the contract's column names."""
+        names = schemas.load().table(table).column_names
+        return [dict(zip(names, row, strict=True)) for row in self.rows[table]]
+
+
+def make_run_id(run_dir: Path) -> str:
+    """Deterministic run id from the run directory's absolute path: ``<folder>-<8 hex>``."""
+    resolved = str(run_dir.resolve())
+    digest = hashlib.sha1(resolved.encode("utf-8")).hexdigest()[:8]
+    return f"{run_dir.resolve().name}-{digest}"
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFormatError(f"{path}: cannot be read: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFormatError(
+            f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg} "
+            "(a truncated trainer_state.json; delete that checkpoint folder or re-save the state)"
+        ) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("log_history"), list):
+        raise InputFormatError(
+            f"{path}: log_history: missing or not a list; not a Hugging Face Trainer state file"
+        )
+    return data
+
+
+def _number(path: Path, i: int, key: str, value: Any, *, allow_none: bool = True) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputFormatError(
+            f"{path}: log_history[{i}].{key}: expected a number, got {json.dumps(value)[:60]}"
+        )
+    return float(value)
+
+
+def _step(path: Path, i: int, entry: Mapping[str, Any]) -> int:
+    value = entry.get("step")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputFormatError(
+            f"{path}: log_history[{i}].step: expected a non-negative integer, got {json.dumps(value)[:60]}"
+        )
+    return value
+
+
+def _eval_prefixes(entry: Mapping[str, Any]) -> list[str]:
+    prefixes = {k[: -len("_runtime")] for k in entry if k.endswith("_runtime") and k != "train_runtime"}
+    if any(k.startswith("eval_") for k in entry):
+        prefixes.add("eval")
+    return sorted(p for p in prefixes if p)
+
+
+def _side_factors(run_dir: Path, newest: Path | None) -> tuple[dict[str, Any], dict[str, Any] | None, list[Path]]:
+    """Factors and task facts from ``run.json`` / ``config.json`` beside the state file."""
+    factors: dict[str, Any] = {}
+    task: dict[str, Any] | None = None
+    used: list[Path] = []
+    folders = [run_dir]
+    if newest is not None and newest.parent != run_dir:
+        folders.append(newest.parent)
+    for folder in folders:
+        for name in ("config.json", "run.json"):  # run.json is read last: it wins
+            path = folder / name
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text("utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InputFormatError(f"{path}: malformed JSON beside {STATE_FILE}: {exc}; fix or remove it") from exc
+            if not isinstance(data, dict):
+                raise InputFormatError(f"{path}: expected a JSON object of factors beside {STATE_FILE}")
+            used.append(path)
+            if name == "config.json" and _MODEL_CONFIG_KEYS & set(data):
+                # A model configuration (hidden_size, vocab_size, ...), not the run's factors.
+                if isinstance(data.get("_name_or_path"), str) and data["_name_or_path"]:
+                    factors.setdefault("model", data["_name_or_path"])
+                continue
+            cfg: dict[str, Any] = data["config"] if isinstance(data.get("config"), dict) else data
+            for k, v in cfg.items():
+                if v is None or isinstance(v, (bool, int, float, str)):
+                    factors[k] = v
+            if isinstance(data.get("task"), dict):
+                task = data["task"]
+    return factors, task, used
+
+
+def read_hf_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    params: Mapping[str, Any] | None = None,
+) -> HFRun:
+    """Read one Hugging Face Trainer run directory.
+
+    Parameters
+    ----------
+    run_dir
+        Folder holding ``trainer_state.json`` and/or ``checkpoint-<n>/trainer_state.json``.
+    params
+        Extra factors (``--param``), overriding folder names and side files.
+
+    Returns
+    -------
+    HFRun
+        ``rows["steps"]``: one row per logged training entry (step, epoch, loss = mean over the
+        logging window, lr, grad_norm; wall_time is null); ``rows["evals"]``: one row per
+        evaluation entry and metric, split ``eval`` (or the prefix of ``<prefix>_runtime``),
+        metric without the prefix. Status: ``diverged`` if a logged loss is non-finite, else
+        ``completed`` when the final ``train_runtime`` entry is present or ``global_step``
+        reached ``max_steps``, else ``interrupted``.
+
+    Raises
+    ------
+    InputFormatError
+        No state file, malformed JSON, or a non-numeric value, naming the file and entry.
+    """
+    d = Path(run_dir)
+    files = state_files(d)
+    if not files:
+        raise InputFormatError(f"{d}: no {STATE_FILE} here or in checkpoint-*/ folders")
+    states = [(f, _load_state(f)) for f in files]
+
+    def global_step(item: tuple[Path, dict[str, Any]]) -> tuple[int, int]:
+        gs = item[1].get("global_step")
+        gs_i = gs if isinstance(gs, int) and not isinstance(gs, bool) else -1
+        # On a tie the run folder's own file (written by save_state at the end) wins.
+        return gs_i, 1 if item[0].parent == d else 0
+
+    states.sort(key=global_step)
+    newest_path, newest = states[-1]
+
+    train: dict[int, dict[str, Any]] = {}
+    evals: dict[tuple[int, str, str], float | None] = {}
+    finished = False
+    for path, state in states:  # oldest first: a newer file overwrites the same step
+        for i, entry in enumerate(state["log_history"]):
+            if not isinstance(entry, dict):
+                raise InputFormatError(f"{path}: log_history[{i}]: expected an object, got {json.dumps(entry)[:60]}")
+            if "train_runtime" in entry:
+                finished = True
+                continue  # the summary entry (train_loss over the whole run) is not a step
+            prefixes = _eval_prefixes(entry)
+            if prefixes:
+                step = _step(path, i, entry)
+                for prefix in prefixes:
+                    for key, value in entry.items():
+                        if not key.startswith(prefix + "_"):
+                            continue
+                        metric = key[len(prefix) + 1:]
+                        if metric in _EVAL_SKIP or isinstance(value, (list, dict, str)):
+                            continue  # bookkeeping, or a non-scalar such as a confusion matrix
+                        v = _number(path, i, key, value)
+                        evals[(step, prefix, metric)] = v if v is None or math.isfinite(v) else None
+                continue
+            if "loss" in entry:
+                step = _step(path, i, entry)
+                train[step] = {
+                    "step": step,
+                    "epoch": _number(path, i, "epoch", entry.get("epoch")),
+                    "loss": _number(path, i, "loss", entry.get("loss")),
+                    "lr": _number(path, i, "learning_rate", entry.get("learning_rate")),
+                    "grad_norm": _number(path, i, "grad_norm", entry.get("grad_norm")),
+                }
+
+    run_id = make_run_id(d)
+    contract = schemas.load()
+    steps_rows = [train[s] for s in sorted(train)]
+    for row in steps_rows:  # finite-only columns: non-finite means undefined -> null
+        for key in ("epoch", "lr"):
+            if row[key] is not None and not math.isfinite(row[key]):
+                row[key] = None
+    steps_names = contract.table("steps").column_names
+    steps = [[{"run_id": run_id, "wall_time": None, **r}[c] for c in steps_names] for r in steps_rows]
+    keys = sorted(evals)
+    evals_names = contract.table("evals").column_names
+    evals_rows = [
+        [{"run_id": run_id, "step": k[0], "split": k[1], "metric": k[2], "value": evals[k]}[c] for c in evals_names]
+        for k in keys
+    ]
+
+    diverged = any(r["loss"] is not None and not math.isfinite(r["loss"]) for r in steps_rows)
+    gs, ms = newest.get("global_step"), newest.get("max_steps")
+    reached = isinstance(gs, int) and isinstance(ms, int) and ms > 0 and gs >= ms
+    status = "diverged" if diverged else ("completed" if finished or reached else "interrupted")
+
+    config = hive_factors(d.resolve())
+    side, task, side_files = _side_factors(d, newest_path)
+    config.update(side)
+    config.update(params or {})
+    metrics = sorted({k[2] for k in keys})
+    task_info: dict[str, Any] = {"metrics": metrics}
+    if task:
+        task_info.update(task)
+    environment = {
+        "source": f"Hugging Face Trainer {STATE_FILE}",
+        "state_file": str(newest_path),
+        "trainer_state": {k: v for k, v in newest.items() if isinstance(v, (bool, int, float, str)) or v is None},
+    }
+    run_json: dict[str, Any] = {
+        "schema_version": contract.version,
+        "run_id": run_id,
+        "status": status,
+        "started_at": None,
+        "finished_at": None,
+        "config": config,
+        "task": task_info,
+        "environment": environment,
+    }
+    used = [f for f, _ in states] + side_files
+    h = hashlib.sha256()
+    h.update(json.dumps([READER_VERSION, str(d.resolve()), sorted((params or {}).items(), key=str)], default=str).encode())
+    for f in used:
+        h.update(str(f).encode())
+        h.update(f.read_bytes())
+    return HFRun(
+        run_id=run_id, run_dir=d, run_json=run_json,
+        rows={"steps": steps, "evals": evals_rows}, files=used, fingerprint=h.hexdigest(),
+    )
+
+
+def find_hf_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Run directories of Hugging Face Trainer logs under ``paths`` (recursive, sorted)."""
+    found: set[Path] = set()
+    for p in paths:
+        path = Path(p)
+        if path.is_file() and path.name == STATE_FILE:
+            found.add(run_dir_of(path))
+            continue
+        for root, _dirs, filenames in os.walk(path):
+            if STATE_FILE in filenames:
+                found.add(run_dir_of(Path(root) / STATE_FILE))
+    return sorted(found)
