@@ -1251,7 +1251,7 @@ def logistic_regression(
     for i, nm in enumerate(names):
         b, se = float(params[i + 1]), float(bse[i + 1])
         out.append(TrendResult(
-            nm, tf[nm], b, se, math.exp(b), math.exp(b - z * se), math.exp(b + z * se),
+            nm, tf[nm], b, se, _exp(b), _exp(b - z * se), _exp(b + z * se),
             float(pvals[i + 1]), n, k, False, confidence, tuple(o for o in names if o != nm),
             levels if i == 0 else _levels(raw[nm], y, confidence), tuple(notes),
         ))
@@ -1342,3 +1342,11 @@ def adjust_pvalues(pvalues: ArrayLike, method: Literal["holm", "bh", "none"] | s
         return np.asarray(pvalues, dtype=np.float64).reshape(-1).copy()
     raise ValueError(f"unknown correction {method!r}; choose 'holm', 'bh' or 'none'")
 
+
+def _exp(x: float) -> float:
+    """``math.exp`` that gives inf instead of raising: an odds ratio per unit of a factor with
+    tiny values (e.g. lr ~ 2e-5, transform "none") has a coefficient of ~1e5."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
