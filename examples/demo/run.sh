@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The offline CPU demo, from a fresh clone: set up .venv, then sweep -> ingest -> compare -> check -> report.
+#
+#   bash examples/demo/run.sh                       # generated task (no data needed)
+#   bash examples/demo/run.sh --data-dir glue_data  # RTE from a local GLUE folder
+#
+# Environment: STABSTAT_VENV (default .venv), DEMO_OUT (default demo-out), DEMO_SEEDS (override seeds).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+data_dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --data-dir) data_dir="$2"; shift 2 ;;
+    --data-dir=*) data_dir="${1#*=}"; shift ;;
+    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+venv="${STABSTAT_VENV:-.venv}"
+out="${DEMO_OUT:-demo-out}"
+started=$(date +%s)
+
+if [ ! -x "$venv/bin/stabstat-run" ]; then
+  echo "==> setting up $venv (torch 2.13.0 CPU first, then stabstat with its extras)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q torch==2.13.0   # pinned: an unpinned torch pulls a multi-GB CUDA build
+  "$venv/bin/pip" install -q -e '.[runner,dev,slurm,ray,s3]'
+  # A real browser for the report's browser test (Debian's chromium), when we may install it.
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium >/dev/null 2>&1 || echo "   (chromium not installed: the browser test will be skipped)"
+  fi
+fi
+export PATH="$PWD/$venv/bin:$PATH" HF_HUB_OFFLINE=1
+
+if [ -n "$data_dir" ]; then
+  sweep=examples/demo/sweep_rte.toml; extra=(--data-dir "$data_dir")
+else
+  sweep=examples/demo/sweep.toml; extra=()
+fi
+seeds=()
+[ -n "${DEMO_SEEDS:-}" ] && seeds=(--seeds "$DEMO_SEEDS")
+db="$out/stabstat.duckdb"
+mkdir -p "$out"
+
+echo "==> training: stabstat-run $sweep --out $out/runs --jobs 2"
+stabstat-run "$sweep" --out "$out/runs" --jobs 2 "${extra[@]}" "${seeds[@]}"
+echo "==> stabstat ingest $out/runs --db $db"
+stabstat ingest "$out/runs" --db "$db"
+echo "==> stabstat compare --by bias_correction"
+stabstat compare --by bias_correction --db "$db"
+echo "==> stabstat check examples/demo/claims.toml"
+check_rc=0
+stabstat check examples/demo/claims.toml --db "$db" || check_rc=$?
+[ "$check_rc" -le 1 ] || exit "$check_rc"   # 1 = a claim FAILed: a finding, not a crash
+echo "==> stabstat report"
+stabstat report --by bias_correction --claims examples/demo/claims.toml --db "$db" --out "$out/report.html"
+echo
+echo "Done in $(( $(date +%s) - started )) s. Report: $PWD/$out/report.html"

@@ -1,0 +1,210 @@
+"""A Hugging Face ``TrainerCallback`` that writes a stabstat run directory from any ``Trainer``.
+
+    from runner.hf_callback import StabstatCallback
+
+    trainer = Trainer(model=model, args=TrainingArguments(..., logging_steps=1), ...,
+                      callbacks=[StabstatCallback("runs", config={"recipe": "mine", "task": "rte"})])
+    trainer.train()
+
+What it records (the same run-log contract as ``stabstat-run``):
+
+* ``steps``: one row per optimiser step: lr (the scheduler's, for that step), the total gradient
+  norm **before clipping**, epoch, wall time, and the training loss *as the Trainer logs it* --
+  the mean over the logging window, so only at logging steps (null elsewhere). Use
+  ``logging_steps=1`` for a per-step loss.
+* ``layer_grads``: per-layer gradient norms **before clipping**, every step.
+* ``evals``: every ``trainer.evaluate()`` during training, ``eval_<metric>`` -> ``<metric>`` (split
+  ``dev`` unless you pass ``split=``); runtime/throughput entries are dropped.
+* ``run.json``: the config derived from ``TrainingArguments`` (lr, seed, warm-up, epochs or
+  max_steps, batch size, weight decay, clipping, Adam betas/eps, ``optim``), overridden by your
+  ``config=`` mapping; ``task`` facts if you pass ``task=`` (give ``majority`` to make failure
+  analysis possible).
+
+Gradient clipping and the pre-clip norms. The Trainer clips the gradients *before* calling
+``on_pre_optimizer_step`` and does not pass the pre-clip norm to callbacks, so per-layer norms
+read there would be clipped ones. Therefore, when the Trainer clips in plain PyTorch (no fp16
+GradScaler, DeepSpeed or FSDP), the callback takes over the clipping: it sets
+``args.max_grad_norm = 0`` for the duration of ``train()`` and, in ``on_pre_optimizer_step``,
+computes the per-layer norms and clips in place with the same formula as
+``torch.nn.utils.clip_grad_norm_`` (scale by ``min(1, max_norm / (total + 1e-6))``). Training is
+unchanged (the tests compare the weights with and without the callback) and the Trainer still
+logs the same pre-clip ``grad_norm``. With fp16, DeepSpeed or FSDP it leaves clipping alone,
+records the norms it sees (after clipping) and sets ``config["layer_grads_after_clipping"] = true``
+in ``run.json`` so the analysis can tell.
+
+Not recorded: per-example predictions (the Trainer does not expose them to callbacks), and an
+evaluation run before ``train()``. If training raises, the run stays ``running`` and reads as
+``interrupted`` once its heartbeat is stale.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import TrainerCallback
+
+__all__ = ["StabstatCallback"]
+
+_DROP_EVAL = ("runtime", "samples_per_second", "steps_per_second", "epoch", "jit_compilation_time")
+
+
+def _config_from_args(args: Any, model: Any) -> dict[str, Any]:
+    world = max(1, int(getattr(args, "world_size", 1) or 1))
+    max_steps = int(args.max_steps) if args.max_steps and args.max_steps > 0 else None
+    optim = str(getattr(args.optim, "value", args.optim))
+    warmup_ratio = getattr(args, "warmup_ratio", None)
+    warmup_steps = getattr(args, "warmup_steps", None)
+    return {
+        "model": str(getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__),
+        "seed": int(args.seed),
+        "lr": float(args.learning_rate),
+        # torch's and HF's AdamW always apply Adam's bias correction
+        "bias_correction": True if "adam" in optim.lower() else None,
+        "optim": optim,
+        "warmup_ratio": None if warmup_ratio is None else float(warmup_ratio),
+        "warmup_steps": None if warmup_steps is None else float(warmup_steps),
+        "epochs": None if max_steps else float(args.num_train_epochs),
+        "max_steps": max_steps,
+        "batch_size": int(args.per_device_train_batch_size) * int(args.gradient_accumulation_steps) * world,
+        "weight_decay": float(args.weight_decay),
+        "max_grad_norm": float(args.max_grad_norm) if args.max_grad_norm else None,
+        "adam_eps": float(args.adam_epsilon),
+        "adam_beta1": float(args.adam_beta1),
+        "adam_beta2": float(args.adam_beta2),
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+    }
+
+
+class StabstatCallback(TrainerCallback):
+    """Write ``out_dir/<run_id>/`` (run-log contract v1) from a Hugging Face ``Trainer``.
+
+    Parameters
+    ----------
+    out_dir
+        Parent folder of the run directory.
+    run_id
+        Directory name; default: derived from the config like ``stabstat-run`` does
+        (``<task>-<10 hex of its SHA-256>``).
+    config
+        Extra or overriding config entries (factors), e.g. ``{"task": "rte", "recipe": "ours"}``.
+    task
+        Task facts for ``run.json`` (name, num_labels, n_train, n_dev, metrics, majority,
+        higher_is_better); ``runner.data.TaskData.info()`` gives them for the built-in tasks.
+    split
+        Name of the split ``trainer.evaluate()`` scores (default ``dev``).
+    overwrite
+        Replace an existing run directory of the same id.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        run_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        task: Mapping[str, Any] | None = None,
+        split: str = "dev",
+        overwrite: bool = False,
+        flush_every_s: float = 30.0,
+    ) -> None:
+        self.out_dir = out_dir
+        self.run_id = run_id
+        self.user_config = dict(config or {})
+        self.task = dict(task) if task is not None else None
+        self.split = split
+        self.overwrite = overwrite
+        self.flush_every_s = flush_every_s
+        self.logger: Any = None
+        self._grads: Any = None
+        self._clip: float | None = None  # max_grad_norm we apply ourselves (taken over)
+        self._pending: dict[str, Any] | None = None
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _flush_pending(self) -> None:
+        if self._pending is not None and self.logger is not None:
+            p, self._pending = self._pending, None
+            self.logger.log_step(p["step"], loss=p.get("loss"), lr=p.get("lr"), grad_norm=p["grad_norm"],
+                                 epoch=p.get("epoch"), wall_time=p.get("wall_time"))
+            self.logger.log_layer_grads(p["step"], p["layers"], p["depths"], p["norms"])
+
+    # -- events --------------------------------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from runner.gradnorms import LayerGradNorms
+        from runner.logwriter import RunLogger
+        from runner.sweep import make_run_id
+
+        config = _config_from_args(args, model)
+        # Clipping is ours to do only where the gradients are plain and unscaled at this point.
+        takes_over = bool(args.max_grad_norm) and args.max_grad_norm > 0 and not (
+            getattr(args, "fp16", False) or getattr(args, "deepspeed", None) or getattr(args, "fsdp", None)
+        )
+        if args.max_grad_norm and not takes_over:
+            config["layer_grads_after_clipping"] = True
+        config.update(self.user_config)
+        run_id = self.run_id or make_run_id(config)
+        self.logger = RunLogger(self.out_dir, run_id, config, task=self.task, overwrite=self.overwrite,
+                                flush_every_s=self.flush_every_s,
+                                environment={"runner": "runner.hf_callback.StabstatCallback"})
+        self.run_id = run_id
+        self._grads = LayerGradNorms(model)
+        if takes_over:
+            self._clip = float(args.max_grad_norm)
+            args.max_grad_norm = 0.0  # restored in on_train_end
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._flush_pending()
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None,
+                              **kwargs: Any) -> None:
+        if self._grads is None:
+            return
+        layers, depths, norms, total = self._grads.compute(max_norm=self._clip)
+        lr = None
+        if lr_scheduler is not None:
+            try:
+                lr = float(lr_scheduler.get_last_lr()[0])
+            except Exception:  # some schedulers (ReduceLROnPlateau) have no get_last_lr
+                lr = None
+        self._pending = {"step": state.global_step + 1, "grad_norm": total, "lr": lr,
+                         "layers": layers, "depths": depths, "norms": norms}
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._pending is not None:
+            self._pending["epoch"] = None if state.epoch is None else float(state.epoch)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        if not logs or self._pending is None or "loss" not in logs:
+            return
+        if self._pending["step"] == state.global_step:
+            self._pending["loss"] = float(logs["loss"])
+            if not math.isfinite(self._pending["loss"]):
+                control.should_training_stop = True  # the run is diverged; the log marks it
+            self._flush_pending()
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None,
+                    **kwargs: Any) -> None:
+        if self.logger is None or not metrics:
+            return
+        self._flush_pending()
+        values: dict[str, float | None] = {}
+        for k, v in metrics.items():
+            name = k[5:] if k.startswith("eval_") else k
+            if name in _DROP_EVAL or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            values[name] = float(v)
+        self.logger.log_eval(int(state.global_step), self.split, values)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._clip is not None:
+            args.max_grad_norm = self._clip
+            self._clip = None
+        if self.logger is None or self.logger.finished:
+            return
+        self._flush_pending()
+        self.logger.finish("diverged" if self.logger.diverged else "completed")

@@ -1,0 +1,292 @@
+"""Train one planned run and write its run directory.
+
+:func:`run_planned` is the one function a launcher (local process pool, Slurm, Ray) calls per
+run. It is idempotent: a run already ``completed`` or ``diverged`` in ``out_dir`` is left alone;
+anything else there (a killed, interrupted or failed attempt) is deleted and the run starts
+from scratch, so a run directory always holds exactly one attempt.
+
+The training loop (plain PyTorch, no Trainer):
+
+* Determinism: everything random -- the new classification head (and the tiny model), dropout
+  and the batch order -- derives from the run's ``seed``. The batch order uses its own
+  ``torch.Generator``; model initialisation and dropout use torch's global generator, seeded
+  inside ``torch.random.fork_rng()`` so nothing leaks into or out of the run. On CPU with the same
+  number of threads the same config and seed give identical logs (wall times aside).
+* Schedule: with T steps and W = ceil(warmup_ratio * T) warm-up steps, step s (1-based) uses
+  ``lr * s / W`` for s <= W, then ``lr * (T - s + 1) / (T - W)``: linear decay that would reach 0
+  one step after the last, so no step is wasted at lr 0.
+* Each step logs the batch's mean loss, the lr, the total gradient norm before clipping and the
+  per-layer gradient norms (:class:`runner.gradnorms.LayerGradNorms`), clips the gradients to
+  ``max_grad_norm`` (same formula as ``torch.nn.utils.clip_grad_norm_``) and steps
+  :class:`runner.optim.AdamW`. Weight decay is not applied to 1-D parameters (biases, LayerNorm),
+  as in BERT.
+* Evaluation at step 0, every ``eval_every`` steps (default: T // 10) and at the last step: every
+  task metric plus the dev loss, and per-example predictions.
+* A non-finite training loss is logged, no update is made, the model is evaluated once more and
+  the run ends with status ``diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runner.sweep import DONE_STATUSES, PlannedRun, run_status
+
+__all__ = ["StepCallback", "lr_at", "run_planned", "train_run"]
+
+#: ``on_step(run_id, step, total_steps, loss)``: called after every optimiser step.
+StepCallback = Callable[[str, int, int, float], None]
+
+EVAL_BATCH_SIZE = 64
+
+
+def lr_at(step: int, *, lr: float, total_steps: int, warmup_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (1-based): linear warm-up, then linear decay."""
+    if warmup_steps > 0 and step <= warmup_steps:
+        return lr * step / warmup_steps
+    return lr * (total_steps - step + 1) / max(1, total_steps - warmup_steps)
+
+
+class _Encoded:
+    """A split tokenised once and padded to its longest example; batches are trimmed to their own."""
+
+    def __init__(self, tokenizer: Any, a: list[str], b: list[str] | None, labels: np.ndarray,
+                 max_length: int) -> None:
+        import torch
+
+        enc = tokenizer(a, b, truncation=True, max_length=max_length, padding="longest",
+                        return_tensors="pt")
+        self.input_ids = enc["input_ids"]
+        self.attention_mask = enc["attention_mask"]
+        self.token_type_ids = enc.get("token_type_ids")
+        self.lengths = self.attention_mask.sum(dim=1)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, idx: Any, device: Any) -> tuple[dict[str, Any], Any]:
+        width = int(self.lengths[idx].max())
+        inputs = {
+            "input_ids": self.input_ids[idx, :width].to(device),
+            "attention_mask": self.attention_mask[idx, :width].to(device),
+        }
+        if self.token_type_ids is not None:
+            inputs["token_type_ids"] = self.token_type_ids[idx, :width].to(device)
+        return inputs, self.labels[idx].to(device)
+
+
+def _evaluate(model: Any, dev: _Encoded, metrics: tuple[str, ...], device: Any) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Metrics (+ ``loss``), predictions and probability of the prediction on the dev split."""
+    import torch
+
+    from runner.data import compute_metrics
+
+    was_training = model.training
+    model.eval()
+    logits = []
+    with torch.no_grad():
+        for start in range(0, len(dev), EVAL_BATCH_SIZE):
+            idx = torch.arange(start, min(start + EVAL_BATCH_SIZE, len(dev)))
+            inputs, _ = dev.batch(idx, device)
+            logits.append(model(**inputs).logits.double().cpu())
+    model.train(was_training)
+    z = torch.cat(logits)
+    labels = dev.labels
+    loss = float(torch.nn.functional.cross_entropy(z, labels))
+    probs = torch.softmax(z, dim=-1)
+    preds = z.argmax(dim=-1)
+    values: dict[str, float] = compute_metrics(metrics, labels.numpy(), preds.numpy())
+    values["loss"] = loss
+    return values, preds.numpy(), probs.gather(1, preds[:, None])[:, 0].numpy()
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _device(device: str | None) -> Any:
+    import torch
+
+    if device is None:
+        device = os.environ.get("STABSTAT_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, device: Any,
+           on_step: StepCallback | None) -> None:
+    import torch
+
+    from runner.data import load_task, subsample
+    from runner.gradnorms import LayerGradNorms
+    from runner.models import load_model, load_tokenizer
+    from runner.optim import AdamW
+
+    seed = int(config["seed"])
+    torch.manual_seed(seed)  # inside fork_rng (see train_run): head init and dropout
+    tokenizer = load_tokenizer(config["model"])
+    data = load_task(config, data_dir=data_dir, tokenizer=tokenizer)
+    data_seed = seed if config.get("data_seed") == "seed" else int(config.get("data_seed") or 0)
+    data = subsample(data, config.get("n_train"), data_seed=data_seed)
+    logger.set_task(data.info())
+
+    max_length = int(config["max_length"])
+    train = _Encoded(tokenizer, data.train_a, data.train_b, data.train_labels, max_length)
+    dev = _Encoded(tokenizer, data.dev_a, data.dev_b, data.dev_labels, max_length)
+
+    model = load_model(config["model"], num_labels=data.num_labels, dropout=config.get("dropout"))
+    model.to(device)
+    model.train()
+    grads = LayerGradNorms(model)
+    opt = AdamW(
+        _param_groups(model, float(config["weight_decay"])),
+        lr=float(config["lr"]),
+        betas=(float(config["adam_beta1"]), float(config["adam_beta2"])),
+        eps=float(config["adam_eps"]),
+        bias_correction=bool(config["bias_correction"]),
+    )
+
+    n = len(train)
+    batch_size = int(config["batch_size"])
+    steps_per_epoch = math.ceil(n / batch_size)
+    if config.get("max_steps") is not None:
+        total = int(config["max_steps"])
+    else:
+        total = max(1, math.ceil(float(config["epochs"]) * steps_per_epoch))
+    warmup = math.ceil(float(config["warmup_ratio"]) * total)
+    eval_every = int(config.get("eval_every") or max(1, total // 10))
+    clip = config.get("max_grad_norm")
+    peak_lr = float(config["lr"])
+    log_predictions = bool(config.get("log_predictions", True))
+    example_ids = np.arange(len(dev), dtype=np.int64)
+
+    def evaluate(step: int) -> None:
+        values, preds, prob = _evaluate(model, dev, data.metrics, device)
+        logger.log_eval(step, "dev", values)
+        if log_predictions:
+            logger.log_predictions(step, "dev", example_ids, dev.labels.numpy(), preds, prob)
+
+    evaluate(0)
+    order_gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=order_gen)
+    pos = 0
+    last_eval = 0
+    step = 0
+    for step in range(1, total + 1):
+        if pos >= n:  # next epoch: a fresh permutation from the run's own generator
+            order = torch.randperm(n, generator=order_gen)
+            pos = 0
+        idx = order[pos:pos + batch_size]
+        pos += batch_size
+        inputs, labels = train.batch(idx, device)
+        logits = model(**inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+        loss.backward()
+        # norms before clipping; clips in place like clip_grad_norm_, reusing the norms
+        layers, depths, norms, total_norm = grads.compute(max_norm=clip if clip else None)
+        loss_value = float(loss.detach())
+        lr = lr_at(step, lr=peak_lr, total_steps=total, warmup_steps=warmup)
+        if math.isfinite(loss_value):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        logger.log_step(step, loss=loss_value, lr=lr, grad_norm=total_norm, epoch=step / steps_per_epoch)
+        logger.log_layer_grads(step, layers, depths, norms)
+        if on_step is not None:
+            on_step(logger.run_id, step, total, loss_value)
+        if logger.diverged:
+            break
+        if step % eval_every == 0 or step == total:
+            evaluate(step)
+            last_eval = step
+    if step != last_eval:  # diverged: one more evaluation, so the run has a final dev score
+        evaluate(step)
+
+
+def train_run(
+    config: Mapping[str, Any],
+    out_dir: str | os.PathLike[str],
+    *,
+    run_id: str,
+    data_dir: str | None = None,
+    device: str | None = None,
+    on_step: StepCallback | None = None,
+    flush_every_s: float = 30.0,
+    logger_cls: Callable[..., Any] | None = None,
+) -> str:
+    """Train ``config`` into ``out_dir/run_id`` (which must not exist); return the final status.
+
+    ``logger_cls`` replaces :class:`runner.logwriter.RunLogger` (same signature), e.g. the
+    mirroring logger of :mod:`runner.storage` that copies each file to object storage.
+
+    An exception inside training is recorded (status ``failed`` with the message) and not
+    re-raised, so a sweep goes on; KeyboardInterrupt and SIGTERM mark the run ``interrupted`` and
+    propagate.
+    """
+    import datasets  # noqa: F401  (imported before the logger so that it records the versions)
+    import torch
+    import transformers  # noqa: F401
+
+    from runner.logwriter import RunLogger
+
+    dev = _device(device)
+    environment = {
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "runner": "stabstat-run",
+    }
+    logger = (logger_cls or RunLogger)(out_dir, run_id, config, environment=environment,
+                                       flush_every_s=flush_every_s)
+    try:
+        with logger, torch.random.fork_rng(devices=[] if dev.type == "cpu" else None):
+            _train(config, logger, data_dir=data_dir, device=dev, on_step=on_step)
+    except Exception:  # recorded by the logger as "failed"
+        pass
+    return logger.status
+
+
+def run_planned(
+    planned: PlannedRun,
+    out_dir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    on_step: StepCallback | None = None,
+) -> str:
+    """Run one planned run unless it is already done; return its final status.
+
+    ``threads`` sets ``torch.set_num_threads`` for this process (a launcher running N runs at
+    once on C cores passes ``max(1, C // N)``). A leftover directory of an earlier attempt that
+    did not complete (killed, interrupted, failed) is deleted first.
+    """
+    from runner.storage import is_remote
+
+    if is_remote(out_dir):  # s3://bucket/prefix: train in local staging, mirror each file there
+        from runner.storage import run_planned_remote
+
+        return run_planned_remote(planned, os.fspath(out_dir), data_dir=data_dir, threads=threads,
+                                  device=device, on_step=on_step)
+    status = run_status(out_dir, planned.run_id)
+    if status in DONE_STATUSES:
+        return status  # type: ignore[return-value]
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    leftover = Path(out_dir) / planned.run_id
+    if leftover.exists():
+        shutil.rmtree(leftover)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return train_run(planned.config, out_dir, run_id=planned.run_id, data_dir=data_dir,
+                     device=device, on_step=on_step)
