@@ -4,7 +4,8 @@
 #   bash examples/demo/run.sh                       # generated task (no data needed)
 #   bash examples/demo/run.sh --data-dir glue_data  # RTE from a local GLUE folder
 #
-# Environment: STABSTAT_VENV (default .venv), DEMO_OUT (default demo-out), DEMO_SEEDS (override seeds).
+# Environment: STABSTAT_VENV (default .venv), DEMO_OUT (default demo-out), DEMO_SEEDS (override seeds),
+# DEMO_SWEEP (another sweep file, e.g. the reduced one the end-to-end test uses).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,9 +34,12 @@ if [ ! -x "$venv/bin/stabstat-run" ]; then
     apt-get install -y -q chromium >/dev/null 2>&1 || echo "   (chromium not installed: the browser test will be skipped)"
   fi
 fi
-export PATH="$PWD/$venv/bin:$PATH" HF_HUB_OFFLINE=1
+export PATH="$(cd "$venv" && pwd)/bin:$PATH" HF_HUB_OFFLINE=1
 
-if [ -n "$data_dir" ]; then
+if [ -n "${DEMO_SWEEP:-}" ]; then
+  sweep="$DEMO_SWEEP"; extra=()
+  [ -n "$data_dir" ] && extra=(--data-dir "$data_dir")
+elif [ -n "$data_dir" ]; then
   sweep=examples/demo/sweep_rte.toml; extra=(--data-dir "$data_dir")
 else
   sweep=examples/demo/sweep.toml; extra=()
@@ -58,4 +62,4 @@ stabstat check examples/demo/claims.toml --db "$db" || check_rc=$?
 echo "==> stabstat report"
 stabstat report --by bias_correction --claims examples/demo/claims.toml --db "$db" --out "$out/report.html"
 echo
-echo "Done in $(( $(date +%s) - started )) s. Report: $PWD/$out/report.html"
+echo "Done in $(( $(date +%s) - started )) s. Report: $(cd "$out" && pwd)/report.html"
