@@ -4,7 +4,7 @@ Every function takes the store (or a DuckDB connection) and a *runs frame* - one
 selected run with at least ``run_id``, ``config`` (str label) and ``failed`` (bool) - and returns
 the small polars frame that the matching function of :mod:`stabstat.charts` draws.
 
-Downsampling rules (also in ``docs/readme/report.md``):
+Downsampling rules (also in the README, "Large sweeps: what reaches the page"):
 
 * **Steps are bucketed**, never thinned by taking every k-th row: with ``S`` the largest step
   among the selected runs and ``P`` the points wanted per curve, a bucket is

@@ -64,7 +64,7 @@ REFERENCES = (
 )
 
 #: Largest page :func:`build_report` aims for. Chart data are aggregated in DuckDB so that a
-#: report over thousands of runs stays under this (see docs/readme/report.md for the rules).
+#: report over thousands of runs stays under this (README, "Large sweeps: what reaches the page", has the rules).
 PAGE_BUDGET_BYTES = 8 * 1024 * 1024
 
 
