@@ -112,7 +112,7 @@ def read_launcher_table(sweep: str | os.PathLike[str] | Mapping[str, Any]) -> di
             raise ConfigError(f"{source}: [launcher].{k}: expected {' or '.join(t.__name__ for t in types)} ({meaning}), got {v!r}")
         if isinstance(v, (int, float)) and v <= 0:
             raise ConfigError(f"{source}: [launcher].{k}: must be > 0, got {v!r}")
-        if k == "setup" and not all(isinstance(x, str) for x in v):
+        if k == "setup" and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
             raise ConfigError(f"{source}: [launcher].setup: must be a list of shell lines (strings)")
         out[k] = v
     return out
