@@ -102,7 +102,7 @@ def test_paper_sweep_example_matches_the_docs() -> None:
     lch = make_launcher("slurm", table=read_launcher_table(example))
     assert isinstance(lch, SlurmLauncher)
     assert (lch.partition, lch.time, lch.gpus_per_run, lch.max_parallel) == ("gpu", 240, 1, 64)
-    docs = (root / "docs" / "readme" / "scale.md").read_text()
+    docs = (root / "README.md").read_text()
     block = docs.split("```toml\n", 1)[1].split("```", 1)[0]
     assert tomllib.loads(block) == tomllib.loads(example.read_text())
 
