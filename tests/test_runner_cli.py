@@ -128,15 +128,17 @@ def test_missing_data_files_fail_before_training(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+# 400 steps: the trainer flushes part files every 200 steps, so a run spends its second half
+# "running" with flushed parts on disk -- a window of seconds, even on a fast, quiet machine.
 RESUME_SWEEP = """
 seeds = 2
 [config]
 model = "tiny"
 task = "synthetic"
-max_length = 24
+max_length = 16
 n_train = 128
-max_steps = 30
-eval_every = 15
+max_steps = 400
+eval_every = 200
 [grid]
 lr = [1e-4, 2e-5]
 """
@@ -181,7 +183,7 @@ def test_resume_after_sigkill_runs_each_run_exactly_once(tmp_path: Path) -> None
         info = json.loads((d / "run.json").read_text())
         assert info["status"] == "completed"
         steps = [r["step"] for r in pq.read_table(d / "steps.parquet").to_pylist()]
-        assert steps == list(range(1, 31))  # exactly once each: the killed attempt is gone
+        assert steps == list(range(1, 401))  # exactly once each: the killed attempt is gone
         if p.run_id in before:  # completed runs were not redone
             assert info["started_at"] == before[p.run_id]
     assert not (out / killed / "steps.parts").exists()
@@ -189,7 +191,7 @@ def test_resume_after_sigkill_runs_each_run_exactly_once(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_jobs_2_gives_the_same_logs_as_serial(tmp_path: Path) -> None:
-    text = RESUME_SWEEP.replace("seeds = 2", "seeds = 1").replace("max_steps = 30", "max_steps = 6")
+    text = RESUME_SWEEP.replace("seeds = 2", "seeds = 1").replace("max_steps = 400", "max_steps = 6")
     f = _write(tmp_path, text)
     res_pool = _invoke(f, "--out", tmp_path / "pool", "--jobs", 2, "--threads", 1, "--progress", "plain")
     assert res_pool.exit_code == 0 and "2 at a time" in res_pool.output, res_pool.output
