@@ -464,3 +464,42 @@ def test_bootstrap_statistics_shares_draws_with_bootstrap_ci() -> None:
     multi = S.bootstrap_statistics(x, S.STATISTICS, resamples=2000, rng=9)
     for stat in S.STATISTICS:
         assert multi[stat] == S.bootstrap_ci(x, statistic=stat, resamples=2000, rng=9)
+
+
+def test_fisher_exact_matches_scipy_for_every_alternative() -> None:
+    """Our log-gamma hypergeometric tail against scipy.stats.fisher_exact on a grid of tables."""
+    for n_a, n_b in [(5, 5), (12, 12), (10, 25), (1, 7)]:
+        for k_a in range(n_a + 1):
+            for k_b in range(0, n_b + 1, max(1, n_b // 5)):
+                table = [[k_a, n_a - k_a], [k_b, n_b - k_b]]
+                for alt in ("two-sided", "greater", "less"):
+                    ref = ss.fisher_exact(table, alternative=alt).pvalue
+                    assert S.fisher_exact(k_a, n_a, k_b, n_b, alternative=alt) == pytest.approx(
+                        ref, rel=1e-9, abs=1e-12), (table, alt)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_clopper_pearson_inside_matches_statsmodels(seed: int) -> None:
+    from statsmodels.stats.proportion import proportion_confint
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    k = int(rng.integers(1, n))
+    lo, hi = proportion_confint(k, n, alpha=0.05, method="beta")
+    assert S.clopper_pearson_interval(k, n) == pytest.approx((lo, hi), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_brown_forsythe_matches_scipy_on_mixtures(seed: int) -> None:
+    """Failed-run mixtures (a point mass at the majority score plus a spread) and 2-4 groups."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for _ in range(int(rng.integers(2, 5))):
+        n = int(rng.integers(3, 30))
+        x = rng.normal(0.8, 0.05, n)
+        x[rng.random(n) < 0.3] = 0.6
+        groups.append(x)
+    r = S.brown_forsythe(*groups)
+    ref = ss.levene(*groups, center="median")
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-9)
+    assert r.p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-15)
