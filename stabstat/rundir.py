@@ -256,21 +256,22 @@ def table_files(run_dir: str | os.PathLike[str], table: str) -> list[Path]:
 
 
 #: Arrow type families a reader accepts for each contract type (then casts to the contract type).
-def _compatible(contract_type: str, arrow_type: pa.DataType, nullable: bool) -> bool:
+def compatible_type(contract_type: str, arrow_type: pa.DataType, nullable: bool) -> bool:
+    """Whether a Parquet column of ``arrow_type`` can be read as the contract type (widening allowed)."""
     import pyarrow.types as pat
 
     if pat.is_null(arrow_type):
         return nullable
     if contract_type in ("int64", "int32"):
-        return pat.is_integer(arrow_type)
+        return bool(pat.is_integer(arrow_type))
     if contract_type == "float64":
-        return pat.is_floating(arrow_type) or pat.is_integer(arrow_type)
+        return bool(pat.is_floating(arrow_type) or pat.is_integer(arrow_type))
     if contract_type == "string":
-        return pat.is_string(arrow_type) or pat.is_large_string(arrow_type) or (
+        return bool(pat.is_string(arrow_type) or pat.is_large_string(arrow_type) or (
             hasattr(pat, "is_string_view") and pat.is_string_view(arrow_type)
-        )
+        ))
     if contract_type == "bool":
-        return pat.is_boolean(arrow_type)
+        return bool(pat.is_boolean(arrow_type))
     return False  # pragma: no cover
 
 
@@ -302,7 +303,7 @@ def read_table(run_dir: str | os.PathLike[str], table: str) -> pa.Table:
             if col.name not in data.column_names:
                 raise SchemaError(f"{f}: {col.name}: missing column (expected {col.type}); see schemas/README.md")
             arr = data.column(col.name)
-            if not _compatible(col.type, arr.type, col.nullable):
+            if not compatible_type(col.type, arr.type, col.nullable):
                 raise SchemaError(f"{f}: {col.name}: type {arr.type}, expected {col.type}")
             try:
                 arrays.append(arr.cast(col.arrow_type()))

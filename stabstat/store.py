@@ -274,23 +274,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _compatible_arrow(contract_type: str, arrow_type: pa.DataType, nullable: bool) -> bool:
-    import pyarrow.types as pat
-
-    if pat.is_null(arrow_type):
-        return nullable
-    if contract_type in ("int64", "int32"):
-        return bool(pat.is_integer(arrow_type))
-    if contract_type == "float64":
-        return bool(pat.is_floating(arrow_type) or pat.is_integer(arrow_type))
-    if contract_type == "string":
-        return bool(pat.is_string(arrow_type) or pat.is_large_string(arrow_type)
-                    or (hasattr(pat, "is_string_view") and pat.is_string_view(arrow_type)))
-    if contract_type == "bool":
-        return bool(pat.is_boolean(arrow_type))
-    return False
-
-
 def stabstat_fingerprint(run_dir: Path, run_json_bytes: bytes, status: str, files: Iterable[Path]) -> str:
     """Fingerprint of a stabstat run directory: its resolved path, the effective status, the
     bytes of run.json and the (name, size, mtime) of every table file. Any rewrite of a file
@@ -404,7 +387,7 @@ def _prepare_stabstat(
                 if col.name not in names:
                     raise _Reject(f"{f}: {col.name}: missing column (expected type {col.type}); see schemas/README.md")
                 typ = arrow_schema.field(col.name).type
-                if not _compatible_arrow(col.type, typ, col.nullable):
+                if not rundir.compatible_type(col.type, typ, col.nullable):
                     raise _Reject(f"{f}: {col.name}: type {typ}, expected {col.type}; see schemas/README.md")
             if not any(arrow_schema.equals(x) for x in schemas_seen):
                 schemas_seen.append(arrow_schema)

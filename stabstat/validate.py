@@ -191,7 +191,7 @@ def _check_table(t: schemas.Table, files: list[Path], run_id: str, problems: lis
                 file_ok = False
                 continue
             arr = data.column(col.name)
-            if not rundir._compatible(col.type, arr.type, col.nullable):
+            if not rundir.compatible_type(col.type, arr.type, col.nullable):
                 problems.append(Problem(str(f), col.name, f"type {arr.type}, expected {col.type}"))
                 file_ok = False
                 continue
