@@ -182,11 +182,9 @@ class RunSet:
 
 def _frame(store: Store, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
     """Run SQL on the store's connection and fetch the whole result as a polars frame."""
-    import polars as pl
+    from stabstat.store import fetch_frame
 
-    out = pl.from_arrow(store.con.sql(sql, params=list(params) or None).to_arrow_table())
-    assert isinstance(out, pl.DataFrame)
-    return out
+    return fetch_frame(store.con, sql, list(params) or None)
 
 
 def _scalar(store: Store, sql: str, params: Sequence[Any] = ()) -> list[Any]:

@@ -51,9 +51,9 @@ def _con(store: Any) -> Any:
 
 def _frame(con: Any, sql: str) -> pl.DataFrame:
     """Run ``sql`` and fetch the whole result as a polars frame (leaves no open result)."""
-    frame = pl.from_arrow(con.sql(sql).to_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    from stabstat.store import fetch_frame
+
+    return fetch_frame(con, sql)
 
 
 def bucket_width(max_step: int | None, points: int) -> int:

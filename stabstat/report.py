@@ -968,15 +968,11 @@ def _runs_table(store: Any, columns: Sequence[str] | None = None) -> Any:
     """Columns of the ``runs`` table (default: the factors and ``finished_at``), by run_id.
 
     Read directly: ``store.runs()`` also computes every run's final metrics."""
-    import polars as pl
-
-    from stabstat.store import quote_ident
+    from stabstat.store import fetch_frame, quote_ident
 
     cols = list(columns) if columns is not None else [*store.factors(), "finished_at"]
     sql = "SELECT run_id" + "".join(f", {quote_ident(c)}" for c in cols) + " FROM runs"
-    frame = pl.from_arrow(store.con.sql(sql).to_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return fetch_frame(store.con, sql)
 
 
 def _provenance_frame(store: Any, ids: list[str]) -> Any:

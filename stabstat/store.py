@@ -288,14 +288,20 @@ def stabstat_fingerprint(run_dir: Path, run_json_bytes: bytes, status: str, file
     return h.hexdigest()
 
 
-def _frame(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> pl.DataFrame:
-    """Run ``sql`` and return its result as a polars DataFrame (via Arrow, no Python rows)."""
+def fetch_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> pl.DataFrame:
+    """Run ``sql`` and fetch its whole result as a polars DataFrame (via Arrow, no Python rows).
+
+    The one SQL-to-frame path of the analysis side (store, analysis, chart data, report).
+    Values go in ``params``, never into ``sql``. Fetches everything, so no result stays open.
+    """
     import polars as pl
 
     rel = con.sql(sql, params=params)
     if rel is None:  # a statement without a result
         return pl.DataFrame()
-    return rel.pl()
+    out = pl.from_arrow(rel.to_arrow_table())
+    assert isinstance(out, pl.DataFrame)
+    return out
 
 
 def _first_line(exc: BaseException) -> str:
@@ -834,7 +840,7 @@ class Store:
                 "(use SELECT; to change the database, re-ingest the runs)"
             )
         try:
-            return _frame(self.con, sql, params)
+            return fetch_frame(self.con, sql, params)
         except duckdb.Error as exc:
             raise QueryError(f"query: {_first_line(exc)}") from None
 
@@ -872,13 +878,13 @@ class Store:
         train_loss_final, diverged, and the final value of every evaluated metric as a column
         ``<split>/<metric>`` (e.g. ``dev/accuracy``). Sorted by run_id."""
         factor_cols = "".join(f", r.{quote_ident(f)}" for f in self.factors())
-        base = _frame(
+        base = fetch_frame(
             self.con,
             f"""SELECT r.run_id, r.status{factor_cols}, r.source_format, r.started_at,
                        t.train_loss_final, t.diverged
                 FROM runs r LEFT JOIN run_training t USING (run_id) ORDER BY r.run_id""",
         )
-        finals = _frame(
+        finals = fetch_frame(
             self.con,
             "SELECT run_id, split || '/' || metric AS name, final_value FROM run_summary ORDER BY split, metric",
         )
@@ -940,7 +946,7 @@ class Store:
             f"SELECT s.*{factor_cols} FROM ({_summary_select(override)}) s JOIN runs r USING (run_id) "
             f"WHERE {where} ORDER BY s.run_id, s.split, s.metric"
         )
-        return _frame(self.con, sql, [hib_true, hib_false, hib_all, *params])
+        return fetch_frame(self.con, sql, [hib_true, hib_false, hib_all, *params])
 
     # -- ingest ----------------------------------------------------------------------------
 
