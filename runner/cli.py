@@ -365,6 +365,11 @@ def run_cmd(sweep_file: Path, out: Any, data_dir: str | None, jobs: int, threads
             statuses = _run_pool(todo, out, data_dir, n_threads, device, jobs, progress)
     finally:
         progress.close()
+    finish_sweep(statuses)
+
+
+def finish_sweep(statuses: dict[str, str]) -> None:
+    """Print the sweep's status counts; exit 1 when a run failed or was interrupted (every launcher)."""
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1

@@ -545,9 +545,6 @@ def launch_cli(sweep_file: Any, planned: Sequence[PlannedRun], todo: Sequence[Pl
     click.echo(f"{len(planned)} runs planned, {len(planned) - len(todo)} already done, {len(todo)} to run "
                f"on {launcher} -> {out}")
     statuses = lch.launch(todo, out, data_dir=data_dir, threads=threads, device=device, on_done=on_done)
-    counts: dict[str, int] = {}
-    for s in statuses.values():
-        counts[s] = counts.get(s, 0) + 1
-    click.echo("done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("failed") or counts.get("interrupted"):
-        sys.exit(1)
+    from runner.cli import finish_sweep
+
+    finish_sweep(statuses)
