@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden" / "report_sha256.json"
 RECORDED = ROOT / "examples" / "recorded" / "runs"
 CLAIMS = ROOT / "examples" / "demo" / "claims.toml"
+FIXED_TIME = "2026-01-02T03:04:05+00:00"
 
 # name -> (runs source, report options)
 CASES: dict[str, tuple[str, list[str]]] = {
@@ -51,6 +52,10 @@ def _build_all(tmp: Path) -> dict[str, str]:
     """Build every case's report under ``tmp`` (as the working directory); name -> sha256."""
     shutil.copytree(RECORDED, tmp / "recorded")
     make_runs(tmp / "fixture", seeds=6, steps=40, n_trains=(1000, 4000))
+    for path in (tmp / "fixture").glob("*/run.json"):  # the writer's clock would show in the page
+        run = json.loads(path.read_text())
+        run.update({k: FIXED_TIME for k in ("started_at", "finished_at", "heartbeat_at")})
+        path.write_text(json.dumps(run))
     shutil.copy(CLAIMS, tmp / "claims.toml")
     for source in ("recorded", "fixture"):
         _run(["ingest", source, "--db", f"{source}.duckdb"])
