@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stabstat import stats as S
+from stabstat.stats.resampling import _intervals
 
 B_REF = 20_000  # resamples for the reference comparisons
 
@@ -137,7 +138,7 @@ def test_bca_falls_back_to_percentile_when_undefined() -> None:
     theta_hat = np.array([0.0])
     theta_b = np.linspace(1.0, 2.0, 1001)[None, :]
     jack = [np.array([[0.1, -0.1, 0.2]])]
-    low, high, notes, used = S._intervals(theta_hat, theta_b, jack, "bca", 0.95)
+    low, high, notes, used = _intervals(theta_hat, theta_b, jack, "bca", 0.95)
     assert used == ["percentile"] and "BCa undefined" in notes[0][0]
     assert (low[0], high[0]) == pytest.approx(np.percentile(theta_b[0], [2.5, 97.5]))
     # A discrete statistic with many ties at the estimate stays BCa (mid-rank z0).

@@ -1,0 +1,127 @@
+"""Pure, vectorised statistics over groups x seeds.
+
+Everything here is a function of numpy arrays (no store, no I/O) and takes an explicit
+random generator (``rng``: a :class:`numpy.random.Generator` or an ``int`` seed; never
+global state). Results are small frozen dataclasses that carry their provenance
+(method, resamples, seed, confidence, n) and have ``to_dict()``.
+
+Shapes
+------
+A *group* is a 1-D array of per-seed values (one value per run), shape ``(n,)``.
+Groups may have different sizes (ragged); functions over several groups take a
+sequence of such arrays. Stratified functions take, per group, a sequence of per-task
+arrays (``(n_t,)`` each) or a 2-D ``(seeds, tasks)`` matrix as rliable does.
+
+Modules
+-------
+One concept each; import from the package (``from stabstat import stats as S``):
+
+* ``_common``     type aliases (``RNGLike``, ``Statistic``, ...), defaults (``DEFAULT_*``,
+  ``MIN_SEEDS``, ``STATISTICS``), RNG coercion, input checks, :func:`seed_warnings`
+* ``results``     the result dataclasses
+* ``resampling``  the bootstrap machinery: count matrices, statistics from counts,
+  jackknife, percentile/BCa intervals (how the bootstrap is vectorised is told there)
+* ``bootstrap``   bootstrap CIs for one sample, two samples, correlations
+* ``stratified``  bootstrap stratified over tasks (rliable's aggregate IQM)
+* ``permutation`` permutation tests: two samples, trend of failure in a factor
+* ``proportions`` failure rates: Wilson, Clopper-Pearson, Fisher exact, Newcombe
+* ``trends``      logistic regression of failure on factors
+* ``variance``    Brown-Forsythe test, SD ratio CI
+* ``multiple``    Holm and Benjamini-Hochberg adjustments
+
+Imports point one way: ``_common`` and ``results`` import nothing of the project;
+``resampling`` imports them; the other modules import those (``resampling`` only where they
+resample) plus, for ``variance``, ``bootstrap`` and, for ``trends``, ``proportions``.
+Importing the package imports numpy and ``scipy.special`` (not ``scipy.stats``), as the
+single module did; statsmodels is imported on first use.
+
+References
+----------
+Efron (1987), Better bootstrap confidence intervals, JASA 82:171-185 (BCa).
+Wilson (1927), JASA 22:209-212. Clopper & Pearson (1934), Biometrika 26:404-413.
+Newcombe (1998), Statistics in Medicine 17:873-890 (method 10, hybrid score).
+Holm (1979), Scand. J. Statist. 6:65-70. Benjamini & Hochberg (1995), JRSS-B 57:289-300.
+Brown & Forsythe (1974), JASA 69:364-367.
+Agarwal et al. (2021), Deep RL at the edge of the statistical precipice, NeurIPS (IQM,
+stratified bootstrap, probability of improvement).
+"""
+
+from __future__ import annotations
+
+from stabstat.stats._common import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    MIN_SEEDS,
+    STATISTICS,
+    seed_warnings,
+)
+from stabstat.stats.bootstrap import (
+    bootstrap_ci,
+    bootstrap_correlation,
+    bootstrap_diff,
+    bootstrap_groups,
+    bootstrap_statistics,
+    probability_of_improvement,
+)
+from stabstat.stats.multiple import adjust_pvalues, benjamini_hochberg, holm
+from stabstat.stats.permutation import permutation_test, trend_permutation_test
+from stabstat.stats.proportions import (
+    clopper_pearson_interval,
+    failure_rate,
+    fisher_exact,
+    newcombe_diff,
+    rate_interval,
+    wilson_interval,
+)
+from stabstat.stats.resampling import compute_statistic, draw_counts, iqm
+from stabstat.stats.results import (
+    BootstrapResult,
+    RateDiffResult,
+    RateResult,
+    TestResult,
+    TrendResult,
+)
+from stabstat.stats.stratified import stratified_bootstrap, stratified_bootstrap_groups
+from stabstat.stats.trends import logistic_regression, logistic_trend
+from stabstat.stats.variance import brown_forsythe, sd_ratio_ci
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_RESAMPLES",
+    "DEFAULT_SEED",
+    "MIN_SEEDS",
+    "STATISTICS",
+    "BootstrapResult",
+    "RateDiffResult",
+    "RateResult",
+    "TestResult",
+    "TrendResult",
+    "adjust_pvalues",
+    "benjamini_hochberg",
+    "bootstrap_ci",
+    "bootstrap_correlation",
+    "bootstrap_diff",
+    "bootstrap_groups",
+    "bootstrap_statistics",
+    "brown_forsythe",
+    "clopper_pearson_interval",
+    "compute_statistic",
+    "draw_counts",
+    "failure_rate",
+    "fisher_exact",
+    "holm",
+    "iqm",
+    "logistic_regression",
+    "logistic_trend",
+    "newcombe_diff",
+    "permutation_test",
+    "probability_of_improvement",
+    "rate_interval",
+    "sd_ratio_ci",
+    "seed_warnings",
+    "stratified_bootstrap",
+    "stratified_bootstrap_groups",
+    "trend_permutation_test",
+    "wilson_interval",
+]
