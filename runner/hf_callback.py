@@ -92,7 +92,7 @@ class StabstatCallback(TrainerCallback):
         Extra or overriding config entries (factors), e.g. ``{"task": "rte", "recipe": "ours"}``.
     task
         Task facts for ``run.json`` (name, num_labels, n_train, n_dev, metrics, majority,
-        higher_is_better); ``runner.data.TaskData.info()`` gives them for the built-in tasks.
+        higher_is_better); ``runner.tasks.TaskData.info()`` gives them for the built-in tasks.
     split
         Name of the split ``trainer.evaluate()`` scores (default ``dev``).
     overwrite

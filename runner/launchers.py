@@ -3,7 +3,7 @@
 One small interface, :meth:`Launcher.launch`, three implementations; no scheduler of our own:
 
 * :class:`LocalLauncher` -- ``--launcher local`` (default): the process pool of
-  ``stabstat-run --jobs N`` (:mod:`runner.cli`).
+  ``stabstat-run --jobs N`` (:mod:`runner.pool`).
 * :class:`SlurmLauncher` -- ``--launcher slurm``: one Slurm job array per sweep through
   submitit's ``AutoExecutor.map_array`` (one array task per run), ``--max-parallel`` becomes the
   array's concurrency limit (``%N``). A preempted or timed-out task is requeued by submitit and
@@ -17,7 +17,7 @@ already ``completed``/``diverged`` under the output is skipped, anything else th
 leftover of a killed job) is deleted and redone. So the resume rule is the same everywhere:
 submit the same sweep again and exactly the unfinished runs run, each in its own directory.
 The output may be a shared folder or an object-store URL (``s3://bucket/prefix``,
-:mod:`runner.storage`).
+:mod:`runner.rundirs`).
 
 Cluster settings can live in the sweep file (command-line options win)::
 
@@ -92,9 +92,9 @@ def read_launcher_table(sweep: str | os.PathLike[str] | Mapping[str, Any]) -> di
     if isinstance(sweep, Mapping):
         data, source = dict(sweep), "<dict>"
     else:
-        from runner.sweep import _read_file
+        from runner.sweep import read_sweep_file
 
-        data, _ = _read_file(Path(sweep))
+        data, _ = read_sweep_file(Path(sweep))
         source = str(sweep)
     table = data.get("launcher", {})
     if not isinstance(table, Mapping):
@@ -159,16 +159,16 @@ class LocalLauncher(Launcher):
     def launch(self, planned_runs: Sequence[PlannedRun], out: str | os.PathLike[str], *,
                data_dir: str | None = None, threads: int | None = None, device: str | None = None,
                on_done: DoneCallback | None = None) -> dict[str, str]:
-        from runner import cli
-        from runner.storage import is_remote
+        from runner.pool import Progress, allowed_cores, run_local
+        from runner.rundirs import RunDirs
 
         todo = list(planned_runs)
         if not todo:
             return {}
         jobs = min(self.jobs, len(todo))
-        n_threads = threads or max(1, cli._cores() // jobs)
-        dest: Any = os.fspath(out) if is_remote(out) else Path(out)
-        progress = cli._Progress(len(todo), 0, jobs, rich=False)
+        n_threads = threads or max(1, allowed_cores() // jobs)
+        dest = RunDirs.for_out(out).location
+        progress = Progress(len(todo), 0, jobs, rich=False)
         if on_done is not None:
             end = progress.end
 
@@ -178,9 +178,7 @@ class LocalLauncher(Launcher):
 
             progress.end = _end  # type: ignore[method-assign]
         try:
-            if jobs == 1:
-                return cli._run_serial(todo, dest, data_dir, n_threads, device, progress)
-            return cli._run_pool(todo, dest, data_dir, n_threads, device, jobs, progress)
+            return run_local(todo, dest, data_dir, n_threads, device, jobs, progress)
         finally:
             progress.close()
 
@@ -188,13 +186,6 @@ class LocalLauncher(Launcher):
 # --------------------------------------------------------------------------------------------
 # slurm (submitit)
 # --------------------------------------------------------------------------------------------
-
-
-def _allowed_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the cores Slurm's cgroup gives this task
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 class _RunJob:
@@ -208,10 +199,12 @@ class _RunJob:
         self.out, self.data_dir, self.threads, self.device = out, data_dir, threads, device
 
     def __call__(self, planned: PlannedRun) -> str:
+        from runner.pool import allowed_cores
         from runner.train import run_planned
 
+        # default: the cores Slurm's cgroup gives this task
         return run_planned(planned, self.out, data_dir=self.data_dir,
-                           threads=self.threads or _allowed_cores(), device=self.device)
+                           threads=self.threads or allowed_cores(), device=self.device)
 
     def checkpoint(self, planned: PlannedRun) -> Any:
         import submitit
@@ -258,11 +251,11 @@ class SlurmLauncher(Launcher):
         self.jobs: list[Any] = []  #: the submitit jobs of the last launch
 
     def _folder(self, out: str) -> str:
-        from runner.storage import is_remote
+        from runner.rundirs import RunDirs
 
         if self.folder is not None:
             base = os.fspath(self.folder)
-        elif is_remote(out):
+        elif RunDirs.for_out(out).remote:
             base = os.path.join("submitit_logs")
         else:
             base = os.path.join(out, ".submitit")  # hidden: readers skip dot-folders
@@ -467,7 +460,7 @@ def make_launcher(name: str, *, table: Mapping[str, Any] | None = None, jobs: in
 
 
 # --------------------------------------------------------------------------------------------
-# stabstat-run options (used by runner.cli)
+# stabstat-run options (used by runner.cli; this module never imports it)
 # --------------------------------------------------------------------------------------------
 
 
@@ -506,7 +499,7 @@ def launcher_options(f: Any) -> Any:
 
 def prepare_cli(out: str, launch: Mapping[str, Any]) -> Any:
     """``--out`` as a Path (local folder) or the URL text (``s3://...``); applies --s3-endpoint."""
-    from runner.storage import filesystem, is_remote
+    from runner.rundirs import RunDirs
 
     # fail before loading any data when the chosen engine is not there
     if launch.get("launcher") == "slurm":
@@ -519,10 +512,11 @@ def prepare_cli(out: str, launch: Mapping[str, Any]) -> Any:
     if endpoint:
         # The environment reaches every worker (spawned processes, Slurm jobs, Ray runtime_env).
         os.environ["AWS_ENDPOINT_URL"] = endpoint
-    if is_remote(out):
-        filesystem(out)  # fail now, with the extra's name, when fsspec/s3fs are missing
+    dirs = RunDirs.for_out(out)
+    if dirs.remote:
+        dirs.check()  # fail now, with the extra's name, when fsspec/s3fs are missing
         return out.rstrip("/")
-    return Path(out)
+    return dirs.location
 
 
 def launch_cli(sweep_file: Any, planned: Sequence[PlannedRun], todo: Sequence[PlannedRun], out: Any, *,
@@ -545,6 +539,6 @@ def launch_cli(sweep_file: Any, planned: Sequence[PlannedRun], todo: Sequence[Pl
     click.echo(f"{len(planned)} runs planned, {len(planned) - len(todo)} already done, {len(todo)} to run "
                f"on {launcher} -> {out}")
     statuses = lch.launch(todo, out, data_dir=data_dir, threads=threads, device=device, on_done=on_done)
-    from runner.cli import finish_sweep
+    from runner.pool import finish_sweep
 
     finish_sweep(statuses)

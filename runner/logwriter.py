@@ -10,8 +10,10 @@ On disk (see ``schemas/README.md``)::
     <out_dir>/<run_id>/<table>.parts/part-<n>.parquet while running, one file per flush
     <out_dir>/<run_id>/<table>.parquet               after a clean finish (parts compacted)
 
-Every file is written to a temporary name, fsync'ed and renamed, so after ``kill -9`` at any
-moment each file is either complete or absent, and every flushed row reads back.
+Every file is written to a temporary name, fsync'ed and renamed (:mod:`runner.durable`), so
+after ``kill -9`` at any moment each file is either complete or absent, and every flushed row
+reads back. Logged values are checked against the contract as they arrive
+(:mod:`runner.rowbuffer`).
 
 Example
 -------
@@ -30,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import operator
 import os
 import platform
 import shutil
@@ -39,7 +40,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -49,6 +50,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import schemas
+from runner.durable import write_json_atomic, write_parquet_atomic
+from runner.rowbuffer import RowBuffer, make_converter
 
 __all__ = ["RunLogger", "Terminated", "utc_now_iso"]
 
@@ -67,186 +70,6 @@ class Terminated(SystemExit):
 def utc_now_iso() -> str:
     """The current time as ISO 8601 UTC text, e.g. ``2026-11-25T19:36:15.123456+00:00``."""
     return datetime.now(UTC).isoformat()
-
-
-# --------------------------------------------------------------------------------------------
-# Durable file writes
-# --------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes a rename durable; directories cannot be opened on Windows, where this is a no-op.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write ``path`` via a hidden temp file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _write_parquet_atomic(table: pa.Table, path: Path, t: schemas.Table) -> None:
-    # No min/max statistics for float columns that may hold NaN: pyarrow's statistics skip NaN,
-    # and DuckDB's filter pushdown trusts them, so `WHERE isnan(loss)` would silently find 0 rows.
-    with_stats = [c.name for c in t.columns if not (c.type == "float64" and not c.finite)]
-    _atomic_write(path, lambda f: pq.write_table(table, f, write_statistics=with_stats))
-
-
-def _write_json_atomic(obj: Mapping[str, Any], path: Path) -> None:
-    data = json.dumps(obj, indent=2, allow_nan=False, default=str).encode("utf-8")
-    _atomic_write(path, lambda f: f.write(data))
-
-
-# --------------------------------------------------------------------------------------------
-# Row buffers with type checks derived from the contract
-# --------------------------------------------------------------------------------------------
-
-Converter = Callable[[Any], Any]
-
-
-def _make_converter(table: str, col: schemas.Column) -> Converter:
-    """A function that checks one value against ``col`` and returns it as a Python scalar."""
-    where = f"{table}.{col.name}"
-    nullable = col.nullable
-
-    def null_error() -> TypeError:
-        return TypeError(f"RunLogger: {where} must not be None (contract type {col.type}, non-nullable)")
-
-    if col.type in ("int64", "int32"):
-        lo, hi = (-(2**63), 2**63 - 1) if col.type == "int64" else (-(2**31), 2**31 - 1)
-
-        def to_int(v: Any) -> int | None:
-            if v is None:
-                if nullable:
-                    return None
-                raise null_error()
-            if isinstance(v, bool):
-                raise TypeError(f"RunLogger: {where} must be an integer ({col.type}), got bool {v!r}")
-            try:
-                i = operator.index(v)
-            except TypeError:
-                raise TypeError(
-                    f"RunLogger: {where} must be an integer ({col.type}), "
-                    f"got {type(v).__name__} {v!r}"
-                ) from None
-            if not lo <= i <= hi:
-                raise ValueError(f"RunLogger: {where}={i} does not fit in {col.type}")
-            return i
-
-        return to_int
-
-    if col.type == "float64":
-        finite = col.finite
-
-        def to_float(v: Any) -> float | None:
-            if v is None:
-                if nullable:
-                    return None
-                raise null_error()
-            if isinstance(v, (bool, str, bytes)):
-                raise TypeError(
-                    f"RunLogger: {where} must be a number (float64), got {type(v).__name__} {v!r}"
-                )
-            try:
-                f = float(v)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"RunLogger: {where} must be a number (float64), got {type(v).__name__} {v!r}"
-                ) from None
-            if finite and not math.isfinite(f):
-                # The contract forbids NaN/inf here and says null means "undefined": a logging
-                # call must not crash training, so store null rather than raise.
-                if nullable:
-                    return None
-                raise ValueError(f"RunLogger: {where} must be finite, got {f!r}")
-            return f
-
-        return to_float
-
-    if col.type == "string":
-
-        def to_str(v: Any) -> str | None:
-            if v is None:
-                if nullable:
-                    return None
-                raise null_error()
-            if not isinstance(v, str):
-                raise TypeError(f"RunLogger: {where} must be a str (string), got {type(v).__name__} {v!r}")
-            return v
-
-        return to_str
-
-    if col.type == "bool":
-
-        def to_bool(v: Any) -> bool | None:
-            if v is None:
-                if nullable:
-                    return None
-                raise null_error()
-            if not isinstance(v, bool) and type(v).__name__ not in ("bool_", "bool"):
-                raise TypeError(f"RunLogger: {where} must be a bool, got {type(v).__name__} {v!r}")
-            return bool(v)
-
-        return to_bool
-
-    raise ValueError(f"schemas: unknown column type {col.type!r} for {where}")  # pragma: no cover
-
-
-class _Buffer:
-    """Rows of one table not yet flushed: Python lists per column plus ready Arrow batches."""
-
-    def __init__(self, table: schemas.Table) -> None:
-        self.table = table
-        self.schema = table.arrow_schema()
-        self.names = table.column_names
-        self.converters = [_make_converter(table.name, c) for c in table.columns]
-        self.columns: list[list[Any]] = [[] for _ in self.names]
-        self.batches: list[pa.RecordBatch] = []
-        self.n_rows = 0
-
-    def append(self, row: Mapping[str, Any]) -> None:
-        # Convert the whole row first so a bad value leaves the buffer unchanged.
-        values = [conv(row.get(name)) for name, conv in zip(self.names, self.converters, strict=True)]
-        for col, v in zip(self.columns, values, strict=True):
-            col.append(v)
-        self.n_rows += 1
-
-    def append_batch(self, batch: pa.RecordBatch) -> None:
-        self._move_lists_to_batch()
-        self.batches.append(batch)
-        self.n_rows += batch.num_rows
-
-    def _move_lists_to_batch(self) -> None:
-        if self.columns and self.columns[0]:
-            self.batches.append(pa.RecordBatch.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(self.columns, self.schema, strict=True)],
-                schema=self.schema,
-            ))
-            self.columns = [[] for _ in self.names]
-
-    def take(self) -> pa.Table | None:
-        """Everything buffered as one Arrow table (or None), and clear the buffer."""
-        self._move_lists_to_batch()
-        if not self.batches:
-            return None
-        out = pa.Table.from_batches(self.batches, schema=self.schema)
-        self.batches = []
-        self.n_rows = 0
-        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,7 +200,7 @@ class RunLogger:
             "environment": {**_default_environment(), **(_json_copy(environment, "environment") or {})},
             "error": None,
         }
-        self._buffers = {t.name: _Buffer(t) for t in self._schema.tables}
+        self._buffers = {t.name: RowBuffer(t) for t in self._schema.tables}
         self._part_no = dict.fromkeys(self._buffers, 0)
         self._steps_since_flush = 0
         self._finished = False
@@ -411,7 +234,7 @@ class RunLogger:
 
     def _write_run_json(self) -> None:
         self._run_json["heartbeat_at"] = utc_now_iso()
-        _write_json_atomic(self._run_json, self.run_dir / "run.json")
+        write_json_atomic(self._run_json, self.run_dir / "run.json")
 
     # -- context manager & signals ---------------------------------------------------------------
 
@@ -547,8 +370,8 @@ class RunLogger:
 
         self._check_open()
         table = self._schema.table("predictions")
-        step = _make_converter("predictions", table.column("step"))(step)
-        split = _make_converter("predictions", table.column("split"))(split)
+        step = make_converter("predictions", table.column("step"))(step)
+        split = make_converter("predictions", table.column("split"))(split)
 
         def ints(name: str, values: Any) -> Any:
             a = np.asarray(values)
@@ -631,7 +454,7 @@ class RunLogger:
             parts = self.run_dir / self._schema.table(name).parts_dir
             parts.mkdir(exist_ok=True)
             self._part_no[name] += 1
-            _write_parquet_atomic(table, parts / f"part-{self._part_no[name]:06d}.parquet", buf.table)
+            write_parquet_atomic(table, parts / f"part-{self._part_no[name]:06d}.parquet", buf.table)
         self._steps_since_flush = 0
         self._last_flush = time.monotonic()
         self._write_run_json()
@@ -674,7 +497,7 @@ class RunLogger:
         schema = t.arrow_schema()
         tables = [pq.read_table(f, schema=schema) for f in files]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
-        _write_parquet_atomic(table, self.run_dir / t.filename, t)
+        write_parquet_atomic(table, self.run_dir / t.filename, t)
         if parts_dir.is_dir():
             shutil.rmtree(parts_dir)
         return table.num_rows

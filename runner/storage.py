@@ -12,7 +12,11 @@ each file to the remote run directory ``<url>/<run_id>/`` as soon as the logger 
 Each file becomes one object written with a single PUT, and S3 objects are atomic, so a job
 killed at any moment leaves only whole objects: at worst a ``run.json`` that still says
 ``running`` with an old heartbeat, which readers take as ``interrupted`` and the next
-submission of the sweep redoes (:func:`pending`, :func:`run_planned_remote`).
+submission of the sweep redoes.
+
+This module is the object-store side only: the mirroring logger and the reading of remote
+statuses. Deciding local or remote, resuming, the staging folder and one attempt at a run are
+:mod:`runner.rundirs` (``RunDirs.for_out(url)``), which :func:`runner.train.run_planned` uses.
 
 Endpoint and credentials come from the usual places -- ``AWS_ENDPOINT_URL`` (S3-compatible
 stores such as MinIO or Ceph), ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
@@ -25,34 +29,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stabstat.errors import InputFormatError, StorageError
+from stabstat.errors import InputFormatError
 from stabstat.remote import filesystem as _filesystem
-from stabstat.remote import is_remote
-
-if TYPE_CHECKING:
-    from runner.sweep import PlannedRun
-    from runner.train import StepCallback
 
 __all__ = [
     "MirroredRunLogger",
     "RemoteRunDir",
     "download_run",
     "filesystem",
-    "is_remote",
-    "pending_remote",
     "remote_run_status",
     "remote_statuses",
-    "run_planned_remote",
 ]
-
-#: Folder for staging directories (default: the system temp folder).
-STAGING_ENV = "STABSTAT_STAGING_DIR"
 
 
 def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
@@ -168,7 +159,7 @@ def MirroredRunLogger(out_dir: Any, run_id: str, config: Mapping[str, Any], *,  
 
 
 # --------------------------------------------------------------------------------------------
-# Resume: statuses read from the remote
+# Statuses and run directories read from the remote (resume: runner.rundirs)
 # --------------------------------------------------------------------------------------------
 
 
@@ -220,81 +211,6 @@ def remote_run_status(url: str, run_id: str, *,
     except (ValueError, AttributeError):
         return None
     return status if isinstance(status, str) else None
-
-
-def pending_remote(planned: Sequence[PlannedRun], url: str, *,
-                   storage_options: Mapping[str, Any] | None = None) -> list[PlannedRun]:
-    """Like :func:`runner.sweep.pending` for a remote output: runs not completed/diverged there."""
-    from runner.sweep import DONE_STATUSES
-
-    statuses = remote_statuses(url, [p.run_id for p in planned], storage_options=storage_options)
-    return [p for p in planned if statuses.get(p.run_id) not in DONE_STATUSES]
-
-
-# --------------------------------------------------------------------------------------------
-# Training into a remote run directory
-# --------------------------------------------------------------------------------------------
-
-
-def run_planned_remote(
-    planned: PlannedRun,
-    url: str,
-    *,
-    data_dir: str | None = None,
-    threads: int | None = None,
-    device: str | None = None,
-    on_step: StepCallback | None = None,
-    storage_options: Mapping[str, Any] | None = None,
-) -> str:
-    """:func:`runner.train.run_planned` for ``url`` = ``s3://bucket/prefix`` (or any fsspec URL).
-
-    Skips a run already completed/diverged there; otherwise deletes the remote leftover of an
-    earlier attempt, trains in a local staging directory mirrored to ``<url>/<run_id>/`` and
-    returns the final status -- ``failed`` if the last upload did not go through (the remote
-    run then reads as interrupted and is redone by the next submission).
-    """
-    from runner.sweep import DONE_STATUSES
-    from runner.train import train_run
-
-    fs, root = filesystem(url, storage_options)
-    status = remote_run_status(url, planned.run_id, storage_options=storage_options)
-    if status in DONE_STATUSES:
-        return status  # type: ignore[return-value]
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-    remote = RemoteRunDir(fs, root, planned.run_id)
-    try:
-        remote.remove()  # the leftover of an attempt that did not finish
-    except OSError as exc:
-        raise StorageError(f"{url.rstrip('/')}/{planned.run_id}: cannot delete the old attempt: {exc}") from exc
-    base = os.environ.get(STAGING_ENV) or None
-    if base:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix="stabstat-stage-", dir=base)
-    made: list[Any] = []
-
-    def factory(out_dir: Any, run_id: str, config: Mapping[str, Any], **kwargs: Any) -> Any:
-        logger = MirroredRunLogger(out_dir, run_id, config, remote=remote, **kwargs)
-        made.append(logger)
-        return logger
-
-    try:
-        status = train_run(planned.config, staging, run_id=planned.run_id, data_dir=data_dir,
-                           device=device, on_step=on_step, logger_cls=factory)
-    except OSError as exc:  # the first run.json could not be written there: bucket, rights, endpoint
-        raise StorageError(f"{url.rstrip('/')}/{planned.run_id}: cannot write: {exc}") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if not made:  # the logger could not even start (e.g. the bucket is not writable)
-        return "failed"
-    if made[0].upload_error is not None:
-        import sys
-
-        print(f"{url}/{planned.run_id}: upload failed: {made[0].upload_error}", file=sys.stderr)
-        return "failed"
-    return status
 
 
 def download_run(url: str, run_id: str, dest: str | os.PathLike[str], *,

@@ -34,8 +34,8 @@ naming the file and the key (with a suggestion). Extra keys are factors only whe
 
 Each (arm, grid combination, seed) is a :class:`PlannedRun` whose ``run_id`` is
 ``<task>-<first 10 hex digits of the SHA-256 of the canonical JSON of its full config>``:
-the same config and seed always get the same id, which is how a re-run of a sweep resumes
-(:func:`pending`).
+the same config and seed always get the same id, which is how a re-run of a sweep resumes:
+:meth:`runner.rundirs.RunDirs.pending` (also :func:`pending` here) keeps the runs not yet done.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ from stabstat.errors import ConfigError
 
 __all__ = [
     "DEFAULTS",
-    "DONE_STATUSES",
     "KEYS",
     "PRESETS",
     "PlannedRun",
@@ -66,11 +65,9 @@ __all__ = [
     "parse_seeds",
     "pending",
     "plan",
+    "read_sweep_file",
     "run_status",
 ]
-
-#: Statuses after which a run is not redone on resume (a diverged run is data).
-DONE_STATUSES = ("completed", "diverged")
 
 PRESETS = ("devlin2019", "mosbach2021")
 
@@ -256,7 +253,8 @@ class _Checker:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_file(path: Path) -> tuple[dict[str, Any], bool]:
+def read_sweep_file(path: Path) -> tuple[dict[str, Any], bool]:
+    """The raw top-level mapping of a TOML or YAML sweep file, and whether it was YAML."""
     if not path.is_file():
         raise ConfigError(f"{path}: sweep file not found")
     suffix = path.suffix.lower()
@@ -376,7 +374,7 @@ def plan(
         data, is_yaml, source, base_dir = dict(sweep), False, "<dict>", None
     else:
         path = Path(sweep)
-        data, is_yaml = _read_file(path)
+        data, is_yaml = read_sweep_file(path)
         source, base_dir = str(path), path.parent
 
     for k in data:
@@ -476,33 +474,23 @@ def plan(
 
 
 # --------------------------------------------------------------------------------------------
-# Resume
+# Resume (kept here for callers of the sweep API; the rule is runner.rundirs.RunDirs)
 # --------------------------------------------------------------------------------------------
 
 
 def run_status(out_dir: str | os.PathLike[str], run_id: str) -> str | None:
     """The status in ``out_dir/run_id/run.json``; None when absent or unreadable.
-    ``out_dir`` may be a URL such as ``s3://bucket/prefix`` (see :mod:`runner.storage`)."""
-    if "://" in str(out_dir):
-        from runner.storage import is_remote, remote_run_status
+    ``out_dir`` may be a URL such as ``s3://bucket/prefix``: ``RunDirs.for_out(out_dir).status``."""
+    from runner.rundirs import RunDirs
 
-        if is_remote(out_dir):
-            return remote_run_status(str(out_dir), run_id)
-    p = Path(out_dir) / run_id / "run.json"
-    try:
-        status = json.loads(p.read_text("utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return status if isinstance(status, str) else None
+    return RunDirs.for_out(out_dir).status(run_id)
 
 
 def pending(planned: Sequence[PlannedRun], out_dir: str | os.PathLike[str]) -> list[PlannedRun]:
     """The planned runs that still need running: those not ``completed`` or ``diverged`` in
-    ``out_dir`` (absent, running/killed, interrupted, failed). :func:`runner.train.run_planned`
-    deletes such a leftover directory and starts the run from scratch."""
-    if "://" in str(out_dir):
-        from runner.storage import is_remote, pending_remote
+    ``out_dir`` (absent, running/killed, interrupted, failed); ``RunDirs.for_out(out_dir).pending``.
+    :func:`runner.train.run_planned` deletes such a leftover directory and starts the run from
+    scratch."""
+    from runner.rundirs import RunDirs
 
-        if is_remote(out_dir):  # one listing + one batch of reads of the bucket
-            return pending_remote(planned, str(out_dir))
-    return [p for p in planned if run_status(out_dir, p.run_id) not in DONE_STATUSES]
+    return RunDirs.for_out(out_dir).pending(planned)

@@ -1,9 +1,11 @@
 """Train one planned run and write its run directory.
 
 :func:`run_planned` is the one function a launcher (local process pool, Slurm, Ray) calls per
-run. It is idempotent: a run already ``completed`` or ``diverged`` in ``out_dir`` is left alone;
-anything else there (a killed, interrupted or failed attempt) is deleted and the run starts
-from scratch, so a run directory always holds exactly one attempt.
+run. It is idempotent: a run already ``completed`` or ``diverged`` (:data:`schemas.DONE_STATUSES`)
+in ``out_dir`` is left alone; anything else there (a killed, interrupted or failed attempt) is
+deleted and the run starts from scratch, so a run directory always holds exactly one attempt.
+``out_dir`` may be a local folder or an object-store URL: where and how the attempt is written
+is :mod:`runner.rundirs`.
 
 The training loop (plain PyTorch, no Trainer):
 
@@ -30,14 +32,16 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runner.sweep import DONE_STATUSES, PlannedRun, run_status
+from runner.rundirs import RunDirs
+from schemas import DONE_STATUSES
+
+if TYPE_CHECKING:
+    from runner.sweep import PlannedRun
 
 __all__ = ["StepCallback", "lr_at", "run_planned", "train_run"]
 
@@ -87,7 +91,7 @@ def _evaluate(model: Any, dev: _Encoded, metrics: tuple[str, ...], device: Any) 
     """Metrics (+ ``loss``), predictions and probability of the prediction on the dev split."""
     import torch
 
-    from runner.data import compute_metrics
+    from runner.tasks.metrics import compute_metrics
 
     was_training = model.training
     model.eval()
@@ -126,10 +130,10 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
            on_step: StepCallback | None) -> None:
     import torch
 
-    from runner.data import load_task, subsample
     from runner.gradnorms import LayerGradNorms
     from runner.models import load_model, load_tokenizer
     from runner.optim import AdamW
+    from runner.tasks import load_task, subsample
 
     seed = int(config["seed"])
     torch.manual_seed(seed)  # inside fork_rng (see train_run): head init and dropout
@@ -268,25 +272,19 @@ def run_planned(
 
     ``threads`` sets ``torch.set_num_threads`` for this process (a launcher running N runs at
     once on C cores passes ``max(1, C // N)``). A leftover directory of an earlier attempt that
-    did not complete (killed, interrupted, failed) is deleted first.
+    did not complete (killed, interrupted, failed) is deleted first. For ``out_dir`` =
+    ``s3://bucket/prefix`` the run trains in a local staging folder mirrored file by file to
+    ``<out_dir>/<run_id>/``; it ends ``failed`` if the last upload did not go through.
     """
-    from runner.storage import is_remote
-
-    if is_remote(out_dir):  # s3://bucket/prefix: train in local staging, mirror each file there
-        from runner.storage import run_planned_remote
-
-        return run_planned_remote(planned, os.fspath(out_dir), data_dir=data_dir, threads=threads,
-                                  device=device, on_step=on_step)
-    status = run_status(out_dir, planned.run_id)
+    dirs = RunDirs.for_out(out_dir)
+    status = dirs.status(planned.run_id)
     if status in DONE_STATUSES:
         return status  # type: ignore[return-value]
     if threads is not None:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    leftover = Path(out_dir) / planned.run_id
-    if leftover.exists():
-        shutil.rmtree(leftover)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return train_run(planned.config, out_dir, run_id=planned.run_id, data_dir=data_dir,
-                     device=device, on_step=on_step)
+    with dirs.attempt(planned.run_id) as attempt:
+        status = train_run(planned.config, attempt.out_dir, run_id=planned.run_id, data_dir=data_dir,
+                           device=device, on_step=on_step, logger_cls=attempt.logger_factory)
+    return attempt.result(status)

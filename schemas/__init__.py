@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pyarrow is imported lazily: loading the contract must stay 
 
 __all__ = [
     "CURRENT_VERSION",
+    "DONE_STATUSES",
     "SUPPORTED_VERSIONS",
     "Column",
     "RunLogSchema",
@@ -35,6 +36,12 @@ __all__ = [
 
 CURRENT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+
+#: Final statuses of a run that need not be run again: its logs are the result (a diverged run
+#: is data, not a crash). The other final statuses (failed, interrupted) are redone on resume.
+#: A subset of ``load().final_statuses`` (``tests/test_schema.py`` checks it); kept here rather
+#: than in ``run_log_v1.json`` because it is a rule for writers that resume, not a file format.
+DONE_STATUSES: tuple[str, ...] = ("completed", "diverged")
 
 #: Contract type name -> pyarrow type factory name.
 _ARROW_TYPES = {

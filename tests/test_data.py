@@ -1,4 +1,4 @@
-"""runner.data: GLUE TSVs, custom files, metrics, majority baselines, subsampling; runner.synthetic."""
+"""runner.tasks: GLUE TSVs, custom files, metrics, majority baselines, subsampling; the synthetic task."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("datasets")
 
-from runner import data as rd  # noqa: E402
-from runner.synthetic import generate, word_list  # noqa: E402
+from runner import tasks as rd  # noqa: E402
+from runner.tasks.synthetic import generate, word_list  # noqa: E402
 from stabstat.errors import ConfigError, InputFormatError  # noqa: E402
 
 GLUE = Path(os.environ.get("STABSTAT_GLUE_DIR", "/work/shared/data/glue"))

@@ -58,7 +58,7 @@ def _sweep(tmp_path: Path, text: str = SWEEP) -> Path:
 
 def _check_runs(out: Path, ids: list[str]) -> None:
     """Exactly these run directories, each completed and valid against the contract."""
-    from stabstat.rundir import find_run_dirs
+    from stabstat.ingest.discover import find_run_dirs
     from stabstat.validate import validate_run
 
     assert sorted(d.name for d in find_run_dirs([out])) == sorted(ids)

@@ -332,7 +332,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 def test_sigterm_during_a_flush_loses_no_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import runner.logwriter as lw
 
-    real = lw._write_parquet_atomic
+    real = lw.write_parquet_atomic
     fired = []
 
     def write_then_signal(table, path, t):  # type: ignore[no-untyped-def]
@@ -341,7 +341,7 @@ def test_sigterm_during_a_flush_loses_no_rows(tmp_path: Path, monkeypatch: pytes
             signal.raise_signal(signal.SIGTERM)  # arrives in the middle of the flush
         real(table, path, t)
 
-    monkeypatch.setattr(lw, "_write_parquet_atomic", write_then_signal)
+    monkeypatch.setattr(lw, "write_parquet_atomic", write_then_signal)
     with pytest.raises(SystemExit) as info, RunLogger(tmp_path, "mid", CONFIG, flush_every_steps=3) as log:
         for s in range(1, 10):
             log.log_step(s, loss=1.0)

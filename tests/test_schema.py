@@ -14,6 +14,7 @@ import pytest
 import schemas
 from runner.logwriter import RunLogger
 from stabstat import rundir
+from stabstat.ingest.discover import find_run_dirs
 from stabstat.validate import validate_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +36,12 @@ def test_contract_loads_and_maps_to_arrow() -> None:
         for k in t.key:  # key columns identify rows: never null
             assert not t.column(k).nullable
     assert [t.name for t in s.tables if not t.required] == ["predictions"]
+
+
+def test_done_statuses_are_final_statuses_of_the_contract() -> None:
+    # "need not be run again" (resume) is a subset of the contract's final statuses
+    assert schemas.DONE_STATUSES == ("completed", "diverged")
+    assert set(schemas.DONE_STATUSES) < set(schemas.load().final_statuses)
 
 
 def test_unknown_version_is_refused() -> None:
@@ -123,7 +130,7 @@ def test_hand_written_run_following_the_readme(tmp_path: Path) -> None:
         exec(compile(code, "schemas/README.md", "exec"), ns)  # noqa: S102 - our own documentation
     finally:
         os.chdir(cwd)
-    runs = rundir.find_run_dirs([tmp_path])
+    runs = find_run_dirs([tmp_path])
     assert len(runs) == 1
     assert validate_run(runs[0]) == []
     steps = rundir.read_table(runs[0], "steps")

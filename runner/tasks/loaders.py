@@ -1,7 +1,8 @@
-"""Tasks for the runner: GLUE TSVs, the Hugging Face hub, your own CSV/JSONL, the synthetic task.
+"""Task loading: GLUE TSVs, the Hugging Face hub, your own CSV/TSV/JSONL files (:func:`load_task`).
 
-Every loader returns a :class:`TaskData`: texts (one or two per example), integer labels, the
-label names, the task's metrics and the majority-class dev score of each metric.
+Every loader returns a :class:`~runner.tasks.taskdata.TaskData`: texts (one or two per
+example), integer labels, the label names, the task's metrics and the majority-class dev score
+of each metric.
 
 GLUE tasks (``task = "rte" | "mrpc" | "cola" | "sst2" | "qnli"``) are read, in this order, from
 
@@ -14,108 +15,36 @@ The TSVs are read with ``datasets``' CSV builder with quoting off (GLUE sentence
 quotes), the UTF-8 BOM of MRPC's header stripped, CoLA's header-less columns named, and every
 text/label column kept as a string (so "null" or "1.0" is never re-typed).
 
-Metrics (GLUE's): ``accuracy`` for RTE, SST-2, QNLI; ``f1`` (of class 1), ``accuracy`` and their
-mean ``acc_f1`` for MRPC; ``mcc`` (Matthews correlation) for CoLA. All are computed here with
-numpy; fractions, not percent.
+``task = "synthetic"`` is generated from the model's tokenizer (:mod:`runner.tasks.synthetic`);
+metrics and majority baselines are in :mod:`runner.tasks.metrics`.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runner.tasks.metrics import BINARY_ONLY, METRICS
+from runner.tasks.taskdata import TaskData
 from stabstat.errors import ConfigError, InputFormatError
 
 __all__ = [
+    "GLUE_ENV",
     "GLUE_TASKS",
-    "METRICS",
-    "TaskData",
     "TaskSpec",
-    "compute_metrics",
+    "canonical_task",
     "known_tasks",
     "load_task",
-    "majority_scores",
-    "subsample",
+    "resolve_data_dir",
 ]
 
 GLUE_ENV = "STABSTAT_GLUE_DIR"
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics
-# --------------------------------------------------------------------------------------------
-
-
-def _counts(labels: np.ndarray, preds: np.ndarray) -> tuple[int, int, int, int]:
-    tp = int(np.sum((preds == 1) & (labels == 1)))
-    tn = int(np.sum((preds == 0) & (labels == 0)))
-    fp = int(np.sum((preds == 1) & (labels == 0)))
-    fn = int(np.sum((preds == 0) & (labels == 1)))
-    return tp, tn, fp, fn
-
-
-def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
-    """Share of ``preds == labels``; both int arrays of shape (n,)."""
-    return float(np.mean(np.asarray(labels) == np.asarray(preds)))
-
-
-def f1(labels: np.ndarray, preds: np.ndarray) -> float:
-    """F1 of class 1 (binary labels 0/1); 0.0 when there is no true positive (as sklearn)."""
-    tp, _, fp, fn = _counts(np.asarray(labels), np.asarray(preds))
-    return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
-
-
-def mcc(labels: np.ndarray, preds: np.ndarray) -> float:
-    """Matthews correlation of binary 0/1 labels; 0.0 when a row or column of the confusion
-    matrix is empty (constant predictions), as sklearn and GLUE report it."""
-    tp, tn, fp, fn = _counts(np.asarray(labels), np.asarray(preds))
-    denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
-    return 0.0 if denom == 0 else float((tp * tn - fp * fn) / np.sqrt(denom))
-
-
-def acc_f1(labels: np.ndarray, preds: np.ndarray) -> float:
-    """Mean of accuracy and F1 (GLUE's MRPC score)."""
-    return (accuracy(labels, preds) + f1(labels, preds)) / 2.0
-
-
-#: metric name -> function(labels, predictions) -> float; all higher-is-better.
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "accuracy": accuracy,
-    "f1": f1,
-    "mcc": mcc,
-    "acc_f1": acc_f1,
-}
-_BINARY_ONLY = {"f1", "mcc", "acc_f1"}
-
-
-def compute_metrics(metrics: Sequence[str], labels: Any, preds: Any) -> dict[str, float]:
-    """Each metric of ``metrics`` for label/prediction int arrays of shape (n,)."""
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(preds, dtype=np.int64)
-    return {m: METRICS[m](y, p) for m in metrics}
-
-
-def majority_class(labels: Any) -> int:
-    """The most frequent label id (the smallest id on a tie)."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64))
-    return int(np.argmax(counts))
-
-
-def majority_scores(metrics: Sequence[str], dev_labels: Any) -> dict[str, float]:
-    """Score of the classifier that predicts the dev set's majority class for every example."""
-    y = np.asarray(dev_labels, dtype=np.int64)
-    return compute_metrics(metrics, y, np.full_like(y, majority_class(y)))
-
-
-# --------------------------------------------------------------------------------------------
-# Task specifications
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -169,76 +98,6 @@ def known_tasks() -> list[str]:
 def canonical_task(name: str) -> str:
     key = name.strip().lower()
     return _ALIASES.get(key, key)
-
-
-# --------------------------------------------------------------------------------------------
-# The data
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskData:
-    """Train and dev examples of one task, labels as ids.
-
-    ``*_a``/``*_b``: lists of texts of length n (``*_b`` None for single-text tasks);
-    ``*_labels``: int64 arrays of shape (n,), values in ``range(len(label_names))``.
-    """
-
-    name: str
-    train_a: list[str]
-    train_b: list[str] | None
-    train_labels: np.ndarray
-    dev_a: list[str]
-    dev_b: list[str] | None
-    dev_labels: np.ndarray
-    label_names: tuple[str, ...]
-    metrics: tuple[str, ...]
-    source: str  #: where the data came from (paths or hub id), for run.json
-    generated: bool = False
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    def info(self) -> dict[str, Any]:
-        """Task facts for ``run.json`` (``task`` object of the run-log contract)."""
-        majority = majority_scores(self.metrics, self.dev_labels)
-        return {
-            "name": self.name,
-            "num_labels": self.num_labels,
-            "label_names": list(self.label_names),
-            "n_train": len(self.train_a),
-            "n_dev": len(self.dev_a),
-            "metrics": list(self.metrics),
-            "majority": majority,
-            "majority_class": majority_class(self.dev_labels),
-            "higher_is_better": {**dict.fromkeys(self.metrics, True), "loss": False},
-            "source": self.source,
-            "generated": self.generated,
-        }
-
-
-def subsample(data: TaskData, n_train: int | None, *, data_seed: int) -> TaskData:
-    """Keep ``n_train`` training examples drawn without replacement with ``data_seed``.
-
-    The subset depends only on ``data_seed`` (not on the training seed), so every training seed
-    sees the same examples; their original order is kept. ``None`` keeps everything.
-    """
-    if n_train is None:
-        return data
-    n = len(data.train_a)
-    if not 1 <= n_train <= n:
-        raise ConfigError(f"n_train = {n_train}: task {data.name} has {n} training examples; use 1..{n}")
-    if n_train == n:
-        return data
-    rng = np.random.default_rng(data_seed)
-    idx = np.sort(rng.choice(n, size=n_train, replace=False))
-    return replace(
-        data,
-        train_a=[data.train_a[i] for i in idx],
-        train_b=None if data.train_b is None else [data.train_b[i] for i in idx],
-        train_labels=data.train_labels[idx],
-    )
 
 
 def _quiet_datasets() -> Any:
@@ -396,7 +255,7 @@ def _load_custom(name: str, config: Mapping[str, Any]) -> TaskData:
     for m in metrics:
         if m not in METRICS:
             raise ConfigError(f"metrics: unknown metric {m!r} (known: {', '.join(METRICS)})")
-        if m in _BINARY_ONLY and len(label_values) != 2:
+        if m in BINARY_ONLY and len(label_values) != 2:
             raise ConfigError(f"metrics: {m} needs 2 labels, task {name!r} has {len(label_values)}")
     parts = {}
     for key, ds in loaded.items():
@@ -443,7 +302,7 @@ def load_task(
         return _load_custom(raw, config)
     name = canonical_task(raw)
     if name == "synthetic":
-        from runner.synthetic import generate_from_tokenizer
+        from runner.tasks.synthetic import generate_from_tokenizer
 
         if tokenizer is None:
             raise ConfigError("task 'synthetic' is generated from the model's tokenizer; none was given")
