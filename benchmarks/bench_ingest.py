@@ -1,4 +1,4 @@
-"""Ingest speed: ``Store.ingest`` against a raw DuckDB load of the same Parquet files.
+"""Ingest speed: ``stabstat.ingest.ingest`` against a raw DuckDB load of the same Parquet files.
 
 Runs are written once with the project's own writer (:class:`runner.logwriter.RunLogger`) and
 cached under ``$STABSTAT_BENCH_CACHE`` (default ``/tmp/stabstat_bench_ingest``): full mode
@@ -6,7 +6,7 @@ cached under ``$STABSTAT_BENCH_CACHE`` (default ``/tmp/stabstat_bench_ingest``):
 
 Reference: ``CREATE TABLE <t> AS SELECT * FROM read_parquet('<root>/*/<t>.parquet')`` for
 steps, layer_grads and evals into a fresh database file: no validation, no run table, no
-transactions per batch. Ours: ``stabstat.store.Store.open(path, read_only=False).ingest(root)``
+transactions per batch. Ours: ``stabstat.ingest.ingest(Store.open(path, read_only=False), root)``
 into a fresh database file (discovery, run.json checks, Parquet footer checks, fingerprints,
 factor columns, NOT NULL/CHECK constraints, batched transactions; it inserts without keeping
 the files' row order, ``preserve_insertion_order = false``). All are timed in the same process,
@@ -135,13 +135,14 @@ def _raw(root: Path, db: Path, *, keep_order: bool = True) -> tuple[float, int]:
 
 
 def _ours(root: Path, db: Path) -> tuple[float, int, Any]:
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     _fresh(db)
     with _PeakRSS() as mem:
         t0 = time.perf_counter()
         with Store.open(db, read_only=False) as store:
-            report = store.ingest(root)
+            report = ingest(store, root)
         dt = time.perf_counter() - t0
     return dt, mem.peak, report
 

@@ -128,7 +128,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         rows.append(_row("pending() of 200 runs: s3 vs local", ours, ref, "s", NO_TARGET,
                          "one listing + one concurrent batch of run.json reads"))
 
-        from stabstat.remote import ingest_paths
+        from stabstat.ingest.remote import ingest_paths
         from stabstat.store import Store
 
         runs = tmp / "runs"

@@ -31,6 +31,7 @@ from pathlib import Path
 import polars as pl
 
 import stabstat
+import stabstat.ingest
 from stabstat import charts
 from stabstat.analysis import Selection, Settings, compare, failure_rate, select_runs
 from stabstat.claims import check
@@ -56,7 +57,7 @@ DB = OUT / "api_example.duckdb"
 
 # %%
 with stabstat.open(str(DB), read_only=False) as store:
-    ingest = store.ingest([RUNS])
+    ingest = stabstat.ingest.ingest(store, [RUNS])
 print(ingest.summary())
 for rejected in ingest.rejected:
     print("rejected:", rejected)

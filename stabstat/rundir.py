@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,6 @@ __all__ = [
     "DEFAULT_STALE_AFTER_S",
     "check_run_json",
     "effective_status",
-    "find_run_dirs",
     "parse_timestamp",
     "read_run_json",
     "read_table",
@@ -37,59 +35,6 @@ __all__ = [
 
 DEFAULT_STALE_AFTER_S = 600.0
 _PART_RE = re.compile(r"^part-(\d+)\.parquet$")
-
-
-def _looks_like_run_dir(d: Path, *, include_incomplete: bool) -> bool:
-    if (d / "run.json").is_file():
-        return True
-    if not include_incomplete:
-        return False
-    for t in schemas.load().tables:
-        if (d / t.filename).exists() or (d / t.parts_dir).is_dir():
-            return True
-    return False
-
-
-def find_run_dirs(
-    paths: Iterable[str | os.PathLike[str]], *, include_incomplete: bool = False
-) -> list[Path]:
-    """Run directories under ``paths``: each path may be a run directory, a ``run.json`` file, or
-    a folder searched recursively. Sorted, without duplicates.
-
-    ``include_incomplete`` also returns folders that hold a table file or parts folder but no
-    ``run.json`` (so the validator can report the missing file).
-
-    Raises
-    ------
-    InputFormatError
-        If a path does not exist.
-    """
-    found: set[Path] = set()
-    for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise InputFormatError(f"{path}: no such file or directory")
-        if path.is_file():
-            if path.name == "run.json":
-                found.add(path.parent)
-                continue
-            raise InputFormatError(f"{path}: expected a run directory, a folder of runs or a run.json file")
-        if _looks_like_run_dir(path, include_incomplete=include_incomplete):
-            found.add(path)
-            continue
-        for root, dirs, _files in os.walk(path):
-            rootp = Path(root)
-            keep = []
-            for d in sorted(dirs):
-                if d.startswith(".") or d.endswith(".parts"):
-                    continue
-                sub = rootp / d
-                if _looks_like_run_dir(sub, include_incomplete=include_incomplete):
-                    found.add(sub)  # a run directory holds no runs: do not descend
-                else:
-                    keep.append(d)
-            dirs[:] = keep
-    return sorted(found)
 
 
 def _load_json_file(path: Path) -> Any:

@@ -86,7 +86,9 @@ def validate_path(paths: list[str | os.PathLike[str]] | str | os.PathLike[str]) 
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    return [check_run(d) for d in rundir.find_run_dirs(paths, include_incomplete=True)]
+    from stabstat.ingest.discover import find_run_dirs
+
+    return [check_run(d) for d in find_run_dirs(paths, include_incomplete=True)]
 
 
 def check_run(run_dir: str | os.PathLike[str]) -> RunReport:

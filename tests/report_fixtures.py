@@ -72,12 +72,13 @@ def make_runs(
 
 def make_db(tmp: Path, **kwargs: Any) -> Path:
     """Generate runs under ``tmp/runs`` and ingest them into ``tmp/stabstat.duckdb``."""
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     runs = tmp / "runs"
     make_runs(runs, **kwargs)
     db = tmp / "stabstat.duckdb"
     with Store.open(db, read_only=False) as store:
-        report = store.ingest([runs])
+        report = ingest(store, [runs])
         assert report.ok, report.summary()
     return db

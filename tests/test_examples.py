@@ -162,6 +162,7 @@ def test_mosbach2021_claims_select_runs_of_the_sweeps(tmp_path: Path) -> None:
     from runner.sweep import plan
     from stabstat.analysis import Settings
     from stabstat.claims import check
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     planned = [p for name in ("main.toml", "ablation_rte.toml", "downsample.toml")
@@ -169,7 +170,7 @@ def test_mosbach2021_claims_select_runs_of_the_sweeps(tmp_path: Path) -> None:
     _write_planned(tmp_path / "runs", planned, _mosbach_fails)
     db = tmp_path / "s.duckdb"
     with Store.open(db, read_only=False) as store:
-        report = store.ingest([tmp_path / "runs"])
+        report = ingest(store, [tmp_path / "runs"])
         assert report.ok and len(report.ingested) == len(planned), report.summary()
     with Store.open(db) as store:
         result = check(store, MOSBACH / "claims.toml", settings=Settings(resamples=200))
@@ -226,11 +227,12 @@ def test_demo_claims_on_demo_shaped_runs(demo_runs: Path, tmp_path: Path) -> Non
     passes (one-sided Fisher p = 0.016; Holm multiplies it by at most 3) and no claim fails."""
     from stabstat.analysis import Settings
     from stabstat.claims import check
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     db = tmp_path / "demo.duckdb"
     with Store.open(db, read_only=False) as store:
-        assert store.ingest([demo_runs]).ok
+        assert ingest(store, [demo_runs]).ok
     with Store.open(db) as store:
         result = check(store, EXAMPLES / "demo" / "claims.toml", settings=Settings(resamples=500))
     verdicts = {c.name: c for c in result.claims}

@@ -9,8 +9,10 @@ import pytest
 from conftest import hf_history
 
 from stabstat.errors import InputFormatError
-from stabstat.hf import hive_factors, parse_param, parse_value, read_hf_run
-from stabstat.store import Store, discover
+from stabstat.ingest import ingest
+from stabstat.ingest.discover import discover
+from stabstat.ingest.sources.hf import hive_factors, parse_param, parse_value, read_hf_run
+from stabstat.store import Store
 
 
 def test_parse_value_and_hive_factors():
@@ -123,12 +125,12 @@ def test_hf_runs_ingest_and_summarise(make_hf_run, tmp_path):
                 history=hf_history(5, losses=[0.7, 0.69, float("inf"), 0.7, 0.7]))
     db = tmp_path / "hf.duckdb"
     with Store.open(db, read_only=False) as store:
-        rep = store.ingest(tmp_path / "hf", params={"task": "rte"})
+        rep = ingest(store, tmp_path / "hf", params={"task": "rte"})
         assert len(rep.added) == 3 and rep.ok
         assert store.factors() == {"bias_correction": "BOOLEAN", "seed": "BIGINT", "task": "VARCHAR"}
-        assert store.ingest(tmp_path / "hf", params={"task": "rte"}).unchanged != []
+        assert ingest(store, tmp_path / "hf", params={"task": "rte"}).unchanged != []
         # a different --param changes the fingerprint: the runs are replaced
-        assert len(store.ingest(tmp_path / "hf", params={"task": "mrpc"}).replaced) == 3
+        assert len(ingest(store, tmp_path / "hf", params={"task": "mrpc"}).replaced) == 3
         s = store.summary(metric="accuracy")
         assert s.height == 3 and set(s["split"]) == {"eval"}
         assert sorted(s["final_step"].to_list()) == [40, 40, 40]

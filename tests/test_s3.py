@@ -162,7 +162,7 @@ def test_object_deleted_after_the_listing_is_skipped(s3: Any, tmp_path: Path,
     """A run finishing during the ingest deletes its part files between listing and download."""
     from conftest import write_run
 
-    from stabstat import remote
+    from stabstat.ingest import remote
 
     write_run(tmp_path / "local", "rte-s0", n_steps=3)
     s3.put(str(tmp_path / "local") + "/", s3.prefix + "/", recursive=True)

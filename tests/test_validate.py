@@ -16,6 +16,7 @@ from runner.logwriter import RunLogger
 from stabstat import rundir
 from stabstat.cli import cli
 from stabstat.errors import InputFormatError, SchemaError
+from stabstat.ingest.discover import find_run_dirs
 from stabstat.validate import Problem, validate_path, validate_run
 
 
@@ -344,19 +345,19 @@ def test_cli_help_has_example() -> None:
     assert res.exit_code == 0 and "Example:" in res.output and "stabstat validate runs/" in res.output
 
 
-# -- rundir ---------------------------------------------------------------------------------
+# -- finding run directories, rundir ---------------------------------------------------------
 
 
 def test_find_run_dirs(tmp_path: Path) -> None:
     a = make_run(tmp_path / "x", "a")
     b = make_run(tmp_path / "x" / "deep" / "er", "b")
     (tmp_path / "x" / "notes").mkdir()
-    assert rundir.find_run_dirs([tmp_path]) == [a, b]
-    assert rundir.find_run_dirs([a / "run.json", a, tmp_path / "x"]) == [a, b]
+    assert find_run_dirs([tmp_path]) == [a, b]
+    assert find_run_dirs([a / "run.json", a, tmp_path / "x"]) == [a, b]
     with pytest.raises(InputFormatError, match="no such file or directory"):
-        rundir.find_run_dirs([tmp_path / "missing"])
+        find_run_dirs([tmp_path / "missing"])
     with pytest.raises(InputFormatError, match="expected a run directory"):
-        rundir.find_run_dirs([a / "steps.parquet"])
+        find_run_dirs([a / "steps.parquet"])
 
 
 def test_effective_status() -> None:

@@ -19,6 +19,25 @@ class _PathOrURL(click.Path):
         return super().convert(value, param, ctx)
 
 
+class _ProgressBar:
+    """The ingest's ``progress(done, total)`` callback as a click progress bar on stderr,
+    opened at the first call (when the number of runs found is known)."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="ingesting", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=_PathOrURL(exists=True))
 @db_option
@@ -71,7 +90,9 @@ def ingest(
         stabstat ingest hf_out/ --format hf --param task=rte --param model=bert-base
         stabstat ingest s3://my-bucket/sweeps/bias --s3-endpoint http://minio:9000
     """
-    from stabstat.hf import parse_param
+    from stabstat.ingest.remote import ingest_paths
+    from stabstat.ingest.sources.hf import parse_param
+    from stabstat.remote import storage_options_for
     from stabstat.store import Store
 
     parsed = dict(parse_param(p) for p in params)
@@ -81,15 +102,18 @@ def ingest(
     def on_rejected(rej: object) -> None:
         click.secho(str(rej), fg="yellow", err=True)
 
-    with Store.open(db, read_only=False) as store:
-        from stabstat.remote import ingest_paths, storage_options_for
-
-        # s3:// URLs are mirrored to a local cache first, then ingested like folders
-        report = ingest_paths(
-            store, list(paths), storage_options=storage_options_for("s3://", endpoint=s3_endpoint),
-            cache_dir=cache_dir, fmt=fmt, params=parsed, progress=progress, validate=validate,
-            on_rejected=None if as_json else on_rejected,
-        )
+    bar = _ProgressBar() if progress else None
+    try:
+        with Store.open(db, read_only=False) as store:
+            # s3:// URLs are mirrored to a local cache first, then ingested like folders
+            report = ingest_paths(
+                store, list(paths), storage_options=storage_options_for("s3://", endpoint=s3_endpoint),
+                cache_dir=cache_dir, fmt=fmt, params=parsed, progress=bar, validate=validate,
+                on_rejected=None if as_json else on_rejected,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
     if as_json:
         echo_json(report.to_dict())
     else:

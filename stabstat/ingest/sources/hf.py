@@ -1,4 +1,4 @@
-"""Read Hugging Face Trainer logs (``trainer_state.json``) as stabstat runs.
+"""Hugging Face Trainer logs (``trainer_state.json``): the reader and the ``hf`` source adapter.
 
 A Hugging Face ``Trainer`` writes ``trainer_state.json`` into every checkpoint folder
 (``<output_dir>/checkpoint-<step>/``) and, when ``trainer.save_state()`` is called, into the
@@ -25,7 +25,8 @@ increasing precedence:
    list of factors: only its ``_name_or_path`` is taken, as ``model``),
 3. ``--param key=value`` from the command line (``params``).
 
-Values from folder names and ``--param`` are parsed with :func:`parse_value`.
+Values from folder names and ``--param`` are parsed with :func:`parse_value`
+(:func:`stabstat.store.schema.parse_value`, re-exported here).
 """
 
 from __future__ import annotations
@@ -40,14 +41,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import schemas
-from stabstat.errors import InputFormatError
+from stabstat.errors import InputFormatError, StabstatError
+from stabstat.ingest.fingerprint import hf_fingerprint
+from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableData, scalar_factors
+from stabstat.store.schema import parse_value
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 __all__ = [
     "STATE_FILE",
     "HFRun",
+    "HFSource",
     "hive_factors",
     "is_hf_run_dir",
     "parse_param",
@@ -62,35 +67,10 @@ STATE_FILE = "trainer_state.json"
 READER_VERSION = 1
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-_INT_RE = re.compile(r"^[+-]?\d+$")
 #: Per-evaluation bookkeeping keys of the Trainer, not metrics.
 _EVAL_SKIP = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
 #: Keys of ``config.json`` that mark a model configuration (from ``save_pretrained``).
 _MODEL_CONFIG_KEYS = {"architectures", "model_type", "transformers_version"}
-
-
-def parse_value(text: str) -> bool | int | float | str:
-    """Parse a factor value given as text (folder name, ``--param``).
-
-    ``true``/``false`` (any case) -> bool, integers -> int, other numbers -> float, anything
-    else stays a string.
-
-    >>> parse_value("false"), parse_value("3"), parse_value("2e-5"), parse_value("rte")
-    (False, 3, 2e-05, 'rte')
-    """
-    low = text.strip().lower()
-    if low == "true":
-        return True
-    if low == "false":
-        return False
-    if _INT_RE.match(text.strip()):
-        return int(text)
-    try:
-        f = float(text)
-    except ValueError:
-        return text
-    # "nan"/"inf" as a folder name is more likely a label than a number.
-    return f if math.isfinite(f) else text
 
 
 def parse_param(item: str) -> tuple[str, bool | int | float | str]:
@@ -282,6 +262,73 @@ def read_hf_run(
         No state file, malformed JSON, or a non-numeric value, naming the file and entry.
     """
     d = Path(run_dir)
+    states = _read_states(d)
+    newest = states[-1][1]
+    train, evals, finished = _read_history(states)
+
+    run_id = make_run_id(d)
+    contract = schemas.load()
+    steps_rows = [train[s] for s in sorted(train)]
+    for row in steps_rows:  # finite-only columns: non-finite means undefined -> null
+        for key in ("epoch", "lr"):
+            if row[key] is not None and not math.isfinite(row[key]):
+                row[key] = None
+    steps_names = contract.table("steps").column_names
+    steps = [[{"run_id": run_id, "wall_time": None, **r}[c] for c in steps_names] for r in steps_rows]
+    keys = sorted(evals)
+    evals_names = contract.table("evals").column_names
+    evals_rows = [
+        [{"run_id": run_id, "step": k[0], "split": k[1], "metric": k[2], "value": evals[k]}[c] for c in evals_names]
+        for k in keys
+    ]
+
+    diverged = any(r["loss"] is not None and not math.isfinite(r["loss"]) for r in steps_rows)
+    gs, ms = newest.get("global_step"), newest.get("max_steps")
+    reached = isinstance(gs, int) and isinstance(ms, int) and ms > 0 and gs >= ms
+    status = "diverged" if diverged else ("completed" if finished or reached else "interrupted")
+
+    run_json, side_files = _metadata(d, states[-1], params, run_id, status, sorted({k[2] for k in keys}))
+    used = [f for f, _ in states] + side_files
+    return HFRun(
+        run_id=run_id, run_dir=d, run_json=run_json, rows={"steps": steps, "evals": evals_rows},
+        files=used, fingerprint=hf_fingerprint(READER_VERSION, d, params, used),
+    )
+
+
+def _metadata(
+    d: Path, newest: tuple[Path, dict[str, Any]], params: Mapping[str, Any] | None,
+    run_id: str, status: str, metrics: list[str],
+) -> tuple[dict[str, Any], list[Path]]:
+    """The run.json-like dict of an HF run (factors: folder names < side files < ``params``),
+    and the side files read."""
+    newest_path, state = newest
+    config = hive_factors(d.resolve())
+    side, task, side_files = _side_factors(d, newest_path)
+    config.update(side)
+    config.update(params or {})
+    task_info: dict[str, Any] = {"metrics": metrics}
+    if task:
+        task_info.update(task)
+    environment = {
+        "source": f"Hugging Face Trainer {STATE_FILE}",
+        "state_file": str(newest_path),
+        "trainer_state": {k: v for k, v in state.items() if isinstance(v, (bool, int, float, str)) or v is None},
+    }
+    run_json: dict[str, Any] = {
+        "schema_version": schemas.load().version,
+        "run_id": run_id,
+        "status": status,
+        "started_at": None,
+        "finished_at": None,
+        "config": config,
+        "task": task_info,
+        "environment": environment,
+    }
+    return run_json, side_files
+
+
+def _read_states(d: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every state file of run ``d`` with its content, oldest (lowest ``global_step``) first."""
     files = state_files(d)
     if not files:
         raise InputFormatError(f"{d}: no {STATE_FILE} here or in checkpoint-*/ folders")
@@ -294,12 +341,19 @@ def read_hf_run(
         return gs_i, 1 if item[0].parent == d else 0
 
     states.sort(key=global_step)
-    newest_path, newest = states[-1]
+    return states
 
+
+def _read_history(
+    states: list[tuple[Path, dict[str, Any]]],
+) -> tuple[dict[int, dict[str, Any]], dict[tuple[int, str, str], float | None], bool]:
+    """The training entries (step -> steps row as a dict), the evaluations ((step, split,
+    metric) -> value; non-finite -> None) and whether the final summary entry was seen.
+    States go oldest first, so a newer file's entry for a step replaces an older one's."""
     train: dict[int, dict[str, Any]] = {}
     evals: dict[tuple[int, str, str], float | None] = {}
     finished = False
-    for path, state in states:  # oldest first: a newer file overwrites the same step
+    for path, state in states:
         for i, entry in enumerate(state["log_history"]):
             if not isinstance(entry, dict):
                 raise InputFormatError(f"{path}: log_history[{i}]: expected an object, got {json.dumps(entry)[:60]}")
@@ -328,72 +382,47 @@ def read_hf_run(
                     "lr": _number(path, i, "learning_rate", entry.get("learning_rate")),
                     "grad_norm": _number(path, i, "grad_norm", entry.get("grad_norm")),
                 }
-
-    run_id = make_run_id(d)
-    contract = schemas.load()
-    steps_rows = [train[s] for s in sorted(train)]
-    for row in steps_rows:  # finite-only columns: non-finite means undefined -> null
-        for key in ("epoch", "lr"):
-            if row[key] is not None and not math.isfinite(row[key]):
-                row[key] = None
-    steps_names = contract.table("steps").column_names
-    steps = [[{"run_id": run_id, "wall_time": None, **r}[c] for c in steps_names] for r in steps_rows]
-    keys = sorted(evals)
-    evals_names = contract.table("evals").column_names
-    evals_rows = [
-        [{"run_id": run_id, "step": k[0], "split": k[1], "metric": k[2], "value": evals[k]}[c] for c in evals_names]
-        for k in keys
-    ]
-
-    diverged = any(r["loss"] is not None and not math.isfinite(r["loss"]) for r in steps_rows)
-    gs, ms = newest.get("global_step"), newest.get("max_steps")
-    reached = isinstance(gs, int) and isinstance(ms, int) and ms > 0 and gs >= ms
-    status = "diverged" if diverged else ("completed" if finished or reached else "interrupted")
-
-    config = hive_factors(d.resolve())
-    side, task, side_files = _side_factors(d, newest_path)
-    config.update(side)
-    config.update(params or {})
-    metrics = sorted({k[2] for k in keys})
-    task_info: dict[str, Any] = {"metrics": metrics}
-    if task:
-        task_info.update(task)
-    environment = {
-        "source": f"Hugging Face Trainer {STATE_FILE}",
-        "state_file": str(newest_path),
-        "trainer_state": {k: v for k, v in newest.items() if isinstance(v, (bool, int, float, str)) or v is None},
-    }
-    run_json: dict[str, Any] = {
-        "schema_version": contract.version,
-        "run_id": run_id,
-        "status": status,
-        "started_at": None,
-        "finished_at": None,
-        "config": config,
-        "task": task_info,
-        "environment": environment,
-    }
-    used = [f for f, _ in states] + side_files
-    h = hashlib.sha256()
-    h.update(json.dumps([READER_VERSION, str(d.resolve()), sorted((params or {}).items(), key=str)], default=str).encode())
-    for f in used:
-        h.update(str(f).encode())
-        h.update(f.read_bytes())
-    return HFRun(
-        run_id=run_id, run_dir=d, run_json=run_json,
-        rows={"steps": steps, "evals": evals_rows}, files=used, fingerprint=h.hexdigest(),
-    )
+    return train, evals, finished
 
 
-def find_hf_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Run directories of Hugging Face Trainer logs under ``paths`` (recursive, sorted)."""
-    found: set[Path] = set()
-    for p in paths:
-        path = Path(p)
-        if path.is_file() and path.name == STATE_FILE:
-            found.add(run_dir_of(path))
-            continue
-        for root, _dirs, filenames in os.walk(path):
-            if STATE_FILE in filenames:
-                found.add(run_dir_of(Path(root) / STATE_FILE))
-    return sorted(found)
+# ---------------------------------------------------------------------------------------------
+# The source adapter
+# ---------------------------------------------------------------------------------------------
+
+
+class HFSource:
+    """Source adapter for Hugging Face Trainer logs (``--format hf``).
+
+    A folder holding ``trainer_state.json`` itself or in ``checkpoint-*/`` is a run (strength
+    2). A ``trainer_state.json`` or a ``checkpoint-<n>/`` folder given by the user belongs to
+    the run above it. Rows are read in Python and handed to the store as column lists.
+    """
+
+    name: str = "hf"
+    marker_files: tuple[str, ...] = (STATE_FILE,)
+
+    def detect(self, path: Path) -> int:
+        return 2 if is_hf_run_dir(path) else 0
+
+    def locate(self, path: Path) -> Path | None:
+        if path.is_file():
+            return run_dir_of(path) if path.name == STATE_FILE else None
+        if _CHECKPOINT_RE.match(path.name) and (path / STATE_FILE).is_file():
+            return path.parent
+        return None
+
+    def prepare(self, path: Path, options: PrepareOptions) -> RunInput:
+        try:
+            hf = read_hf_run(path, params=options.params)
+        except StabstatError as exc:
+            raise Reject(str(exc)) from None
+        rj = hf.run_json
+        tables = {}
+        for name, rows in hf.rows.items():
+            names = schemas.load().table(name).column_names
+            columns = {c: [row[j] for row in rows] for j, c in enumerate(names)}
+            tables[name] = TableData(columns=columns, rows=len(rows))
+        return RunInput(
+            run_id=hf.run_id, source=str(path), source_format=self.name, run_json=rj, status=rj["status"],
+            fingerprint=hf.fingerprint, factors=scalar_factors(rj["config"]), tables=tables,
+        )

@@ -1,0 +1,304 @@
+"""Writing already-prepared runs: the load primitives behind :func:`stabstat.ingest.ingest`.
+
+The store does not know where a run came from: a run arrives as a :class:`LoadableRun` (its
+``runs`` row as a run.json-like dict, its factors, and per contract table a :class:`TableData`:
+Parquet files read by DuckDB itself, or typed column lists), and ``source_format`` is just a
+value for the ``runs`` column. The caller owns the transaction; the primitives are
+:func:`apply_factor_columns` (ALTER TABLE for new or widened factors), :func:`insert_runs`
+(DELETE the replaced runs, INSERT the new rows), and :func:`record_ingests` (the ``ingests`` log).
+
+Rows held by Python go in as one list parameter per column (``INSERT ... SELECT
+unnest(?::T[]), ...``): never ``executemany`` or multi-row VALUES (milliseconds per row or per
+parameter), and never an Arrow table (registering one, or ``pa.array`` on a list, imports
+pandas: ~0.7 s of start-up for every ``stabstat ingest``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import schemas
+from stabstat import rundir
+from stabstat.store.connection import quote_ident
+from stabstat.store.schema import (
+    DUCK_TYPES,
+    INGESTS_COLUMNS,
+    INGESTS_TYPES,
+    RUNS_FIXED_COLUMNS,
+    factor_type,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from stabstat.store.queries import Store
+
+__all__ = [
+    "IngestReport",
+    "LoadableRun",
+    "Rejection",
+    "TableData",
+    "apply_factor_columns",
+    "insert_columns",
+    "insert_runs",
+    "now",
+    "record_ingests",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A run that was not ingested: its ``source`` (directory) and one-line ``message``."""
+
+    source: str
+    message: str
+
+    def __str__(self) -> str:
+        if self.message.startswith(self.source):  # the message already names the file
+            return f"rejected {self.message}"
+        return f"rejected {self.source}: {self.message}"
+
+
+@dataclass
+class IngestReport:
+    """What one :func:`stabstat.ingest.ingest` call did. Run ids per outcome; ``rejected`` with reasons."""
+
+    db: str
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  #: e.g. factor columns widened to DOUBLE
+
+    @property
+    def ingested(self) -> list[str]:
+        """Runs written by this call (new plus replaced)."""
+        return self.added + self.replaced
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def summary(self) -> str:
+        """``N ingested, M unchanged, K rejected`` (with the new/replaced split)."""
+        return (
+            f"{len(self.ingested)} ingested ({len(self.added)} new, {len(self.replaced)} replaced), "
+            f"{len(self.unchanged)} unchanged, {len(self.rejected)} rejected"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rejected"] = [asdict(r) for r in self.rejected]
+        d["summary"] = self.summary()
+        return d
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run to load looks like
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TableData:
+    """One contract table of one run, in one of two forms (or both, concatenated).
+
+    ``files``: Parquet files DuckDB reads itself (``read_parquet``; the zero-copy path), with
+    the distinct Arrow schemas among them in ``file_schemas`` (files of one layout are read as
+    they are; mixed layouts are matched by column name). ``columns``: contract column name ->
+    values (equal lengths, contract order), for rows a reader built in Python. ``rows``: the
+    table's row count (for batching and the ``ingests`` log).
+    """
+
+    files: list[str] = field(default_factory=list)
+    file_schemas: list[pa.Schema] = field(default_factory=list)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    rows: int = 0
+
+
+class LoadableRun(Protocol):
+    """What the load primitives read from a prepared run (:class:`stabstat.ingest.RunInput`).
+
+    ``run_json`` is run.json-like metadata: ``status`` (as written), ``started_at`` /
+    ``finished_at`` / ``heartbeat_at`` (ISO 8601 text), ``error``, ``schema_version``,
+    ``task``, ``config``, ``environment``; missing keys become NULL. ``status`` is the effective
+    status; ``majority`` holds ``[run_id, metric, value]`` rows.
+    """
+
+    run_id: str
+    source: str
+    source_format: str
+    run_json: dict[str, Any]
+    status: str
+    fingerprint: str
+    factors: dict[str, Any]
+    tables: dict[str, TableData]
+    majority: list[list[Any]]
+
+
+def now() -> datetime:
+    """The current UTC time, naive (DuckDB TIMESTAMP)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _json_text(obj: Any) -> str | None:
+    """JSON text for a JSON column; NaN/inf become null (DuckDB's JSON rejects them)."""
+    if obj is None:
+        return None
+
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), default=str, allow_nan=False)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return rundir.parse_timestamp(value).astimezone(UTC).replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Primitives (the caller holds the transaction)
+# ---------------------------------------------------------------------------------------------
+
+
+def insert_columns(store: Store, table: str, columns: Mapping[str, list[Any]], types: Sequence[str]) -> None:
+    """Insert rows given as one list per column (``columns``: name -> values, all of one
+    length; ``types``: DuckDB type per column, in the same order), unnested side by side by
+    DuckDB. Nothing happens for zero rows."""
+    names = list(columns)
+    if not names or not len(columns[names[0]]):
+        return
+    params = []
+    for name, typ in zip(names, types, strict=True):
+        values = columns[name]
+        if typ == "DOUBLE":  # a list mixing int and float must not become an integer list
+            values = [None if v is None else float(v) for v in values]
+        params.append(values)
+    cols = ", ".join(quote_ident(c) for c in names)
+    unnest = ", ".join(f"unnest(?::{typ}[]) AS c{j}" for j, typ in enumerate(types))
+    store.con.execute(f"INSERT INTO {quote_ident(table)} ({cols}) SELECT * FROM (SELECT {unnest})", params)
+
+
+def _insert_rows(store: Store, table: str, columns: list[str], types: list[str], rows: list[list[Any]]) -> None:
+    """:func:`insert_columns` for rows given as lists (transposed here)."""
+    if rows:
+        insert_columns(store, table, {c: [row[j] for row in rows] for j, c in enumerate(columns)}, types)
+
+
+def apply_factor_columns(store: Store, batch: Sequence[LoadableRun], report: IngestReport) -> None:
+    """Add the ``runs`` columns the batch's factors need, and widen BIGINT ones to DOUBLE
+    where a run has a float (a note in ``report``). Types were checked before
+    (:func:`stabstat.ingest.batch.check_factors`)."""
+    current = dict(store.factors())
+    wanted: dict[str, str] = {}
+    for run in batch:
+        for key, value in run.factors.items():
+            typ = factor_type(value)
+            if typ is None:
+                continue
+            prev = wanted.get(key, current.get(key))
+            if prev is None or (prev == "BIGINT" and typ == "DOUBLE"):
+                wanted[key] = typ
+    for key, typ in wanted.items():
+        if key not in current:
+            store.con.execute(f"ALTER TABLE runs ADD COLUMN {quote_ident(key)} {typ}")
+        elif current[key] != typ:
+            store.con.execute(f"ALTER TABLE runs ALTER COLUMN {quote_ident(key)} SET DATA TYPE {typ}")
+            report.notes.append(f"factor {key!r} widened from {current[key]} to {typ}")
+
+
+def insert_runs(store: Store, batch: Sequence[LoadableRun], existing: Mapping[str, str], ingest_id: str) -> None:
+    """Write ``batch``: delete the rows of runs already stored (``existing``: run_id ->
+    fingerprint), insert the ``runs``, ``majority`` and table rows, and log each run in
+    ``ingests`` (action ``ingested`` or ``replaced``)."""
+    con = store.con
+    contract = schemas.load()
+    stale = [r.run_id for r in batch if r.run_id in existing]
+    if stale:
+        for name in [*contract.table_names, "majority", "runs"]:
+            con.execute(f"DELETE FROM {quote_ident(name)} WHERE list_contains(?::VARCHAR[], run_id)", [stale])
+
+    _insert_runs_rows(store, batch)
+    majority_rows = [row for r in batch for row in r.majority]
+    _insert_rows(store, "majority", ["run_id", "metric", "value"], ["VARCHAR", "VARCHAR", "DOUBLE"], majority_rows)
+
+    for t in contract.tables:
+        cols = ", ".join(quote_ident(c) for c in t.column_names)
+        data = [r.tables[t.name] for r in batch if t.name in r.tables]
+        files = [f for d in data for f in d.files]
+        if files:
+            # Files of one layout are read as they are; mixed layouts (extra columns, other
+            # integer widths) are matched by column name.
+            shapes = [x for d in data for x in d.file_schemas]
+            union = ", union_by_name = true" if any(not x.equals(shapes[0]) for x in shapes) else ""
+            con.execute(
+                f"INSERT INTO {quote_ident(t.name)} ({cols}) SELECT {cols} FROM read_parquet(?{union})",
+                [files],
+            )
+        # Rows built by Python (e.g. HF logs; small): one list per column (see insert_columns).
+        with_columns = [d.columns for d in data if d.columns]
+        if with_columns:
+            merged = {c: [v for cd in with_columns for v in cd[c]] for c in t.column_names}
+            insert_columns(store, t.name, merged, [DUCK_TYPES[c.type] for c in t.columns])
+    record_ingests(
+        store,
+        [(ingest_id, r, r.source, "replaced" if r.run_id in existing else "ingested", None) for r in batch],
+    )
+
+
+def _insert_runs_rows(store: Store, batch: Sequence[LoadableRun]) -> None:
+    """The ``runs`` rows of a batch: the fixed columns, then the factors some run sets."""
+    stamp = now()
+    fixed_names = [n for n, _ in RUNS_FIXED_COLUMNS]
+    factor_types = store.factors()
+    factor_names = [k for k in factor_types if any(r.factors.get(k) is not None for r in batch)]
+    rows = []
+    for r in batch:
+        rj = r.run_json
+        rows.append([
+            r.run_id, r.status, rj.get("status"), _timestamp(rj.get("started_at")),
+            _timestamp(rj.get("finished_at")), _timestamp(rj.get("heartbeat_at")), rj.get("error"),
+            rj.get("schema_version"), _json_text(rj.get("task")), _json_text(rj.get("config")),
+            _json_text(rj.get("environment")), r.source, r.source_format, r.fingerprint, stamp,
+            *[r.factors.get(k) for k in factor_names],
+        ])
+    types = [t.split()[0] for _, t in RUNS_FIXED_COLUMNS] + [factor_types[k] for k in factor_names]
+    _insert_rows(store, "runs", [*fixed_names, *factor_names], types, rows)
+
+
+def record_ingests(
+    store: Store, items: Sequence[tuple[str, LoadableRun | None, str, str, str | None]]
+) -> None:
+    """Append to ``ingests`` one row per ``(ingest_id, run or None, source, action, message)``
+    (action ``ingested``, ``replaced`` or ``rejected``), with the run's row counts."""
+    rows = []
+    stamp = now()
+    for ingest_id, run, source, action, message in items:
+        counts = {name: d.rows for name, d in run.tables.items()} if run is not None else {}
+        rows.append([
+            ingest_id, stamp, run.run_id if run else None, source,
+            run.source_format if run else None, action, run.fingerprint if run else None,
+            counts.get("steps"), counts.get("layer_grads"), counts.get("evals"), counts.get("predictions"),
+            message,
+        ])
+    _insert_rows(store, "ingests", INGESTS_COLUMNS, INGESTS_TYPES, rows)
