@@ -25,7 +25,7 @@ from stabstat.errors import InputFormatError, SchemaError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Problem", "RunReport", "validate_path", "validate_run"]
+__all__ = ["Problem", "RunReport", "check_run", "validate_run"]
 
 #: How many offending rows a message quotes at most.
 _MAX_EXAMPLES = 3
@@ -77,18 +77,6 @@ class RunReport:
 def validate_run(run_dir: str | os.PathLike[str]) -> list[Problem]:
     """Every contract problem of one run directory ([] when it is valid)."""
     return check_run(run_dir).problems
-
-
-def validate_path(paths: list[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[RunReport]:
-    """Find run directories under ``paths`` (recursively) and validate each.
-
-    Folders that hold table files but no ``run.json`` are included (and reported).
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    from stabstat.ingest.discover import find_run_dirs
-
-    return [check_run(d) for d in find_run_dirs(paths, include_incomplete=True)]
 
 
 def check_run(run_dir: str | os.PathLike[str]) -> RunReport:

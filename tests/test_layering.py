@@ -39,13 +39,58 @@ PROJECT_PACKAGES = ("stabstat", "runner", "schemas")
 #: longest key that is its dotted prefix; a target is allowed when it equals or lies under
 #: an entry, and that entry is at least as specific as the key the target itself belongs to
 #: (so ``"stabstat"`` does not admit ``stabstat.cli``, which has a key of its own).
-ALLOWED_IMPORTS: dict[str, frozenset[str]] = {
+PACKAGE_RULES: dict[str, frozenset[str]] = {
     "schemas": frozenset({"schemas"}),
     "stabstat": frozenset({"stabstat", "schemas"}),
     "stabstat.cli": frozenset({"stabstat", "stabstat.cli", "schemas"}),
     "stabstat.__main__": frozenset({"stabstat", "stabstat.cli", "schemas"}),
     "runner": frozenset({"runner", "schemas", "stabstat.errors", "stabstat.remote"}),
 }
+
+
+def _layer_rule(*targets: str) -> frozenset[str]:
+    return frozenset(targets)
+
+
+#: The layers inside the analysis side, lowest first: each concept may import only the ones
+#: below it (and itself). Every top-level module or package of ``stabstat`` has a key here,
+#: so a new one has to say where it sits (``test_every_stabstat_module_has_a_layer``).
+STABSTAT_LAYERS: dict[str, frozenset[str]] = {
+    # the package itself: its errors and `stabstat.open()`
+    "stabstat": _layer_rule("stabstat", "stabstat.errors", "stabstat.store"),
+    # leaves: no project imports but the error hierarchy
+    "stabstat.errors": _layer_rule(),
+    "stabstat._text": _layer_rule("stabstat.errors"),
+    "stabstat.remote": _layer_rule("stabstat.errors"),
+    "stabstat.stats": _layer_rule("stabstat.stats", "stabstat.errors"),
+    "stabstat.charts": _layer_rule("stabstat.charts", "stabstat.errors"),
+    "stabstat._browser": _layer_rule("stabstat.errors"),
+    # the run-log contract on disk
+    "stabstat.rundir": _layer_rule("schemas", "stabstat.errors"),
+    "stabstat.validate": _layer_rule("schemas", "stabstat.errors", "stabstat.rundir"),
+    # the database: never knows where a run came from
+    "stabstat.store": _layer_rule("stabstat.store", "schemas", "stabstat.errors", "stabstat.rundir"),
+    # the front door: formats -> store
+    "stabstat.ingest": _layer_rule("stabstat.ingest", "schemas", "stabstat.errors", "stabstat.rundir",
+                                   "stabstat.validate", "stabstat.remote", "stabstat.store"),
+    # questions asked of the store
+    "stabstat.analysis": _layer_rule("stabstat.analysis", "stabstat", "stabstat.errors",
+                                     "stabstat.stats", "stabstat.store"),
+    "stabstat.chartdata": _layer_rule("stabstat.errors", "stabstat.store"),
+    "stabstat.claims": _layer_rule("stabstat", "stabstat.analysis", "stabstat.errors",
+                                   "stabstat.stats", "stabstat.store"),
+    # the page: reads results, never writes the store
+    "stabstat.report": _layer_rule("stabstat.report", "stabstat", "stabstat._text", "stabstat.analysis",
+                                   "stabstat.chartdata", "stabstat.charts", "stabstat.claims",
+                                   "stabstat.errors", "stabstat.stats", "stabstat.store"),
+}
+
+#: The CLI sits on top: it may import every layer of the analysis side.
+_CLI_RULE = frozenset({*STABSTAT_LAYERS, "stabstat.cli", "schemas"})
+
+#: What :func:`check` enforces on the real tree.
+ALLOWED_IMPORTS: dict[str, frozenset[str]] = {**PACKAGE_RULES, **STABSTAT_LAYERS,
+                                              "stabstat.cli": _CLI_RULE, "stabstat.__main__": _CLI_RULE}
 
 
 def _under(module: str, prefix: str) -> bool:
@@ -193,18 +238,25 @@ def forbidden_edges(
     return out
 
 
-def check(root: Path, packages: tuple[str, ...] = PROJECT_PACKAGES) -> list[str]:
+def check(root: Path, packages: tuple[str, ...] = PROJECT_PACKAGES, *,
+          allowed: Mapping[str, frozenset[str]] = ALLOWED_IMPORTS) -> list[str]:
     """Every layering problem under ``root``: cycles first, then wrong-way imports."""
     edges = import_edges(root, packages)
     cycles = [f"import cycle: {' -> '.join(path)}"
               + (f" (one of the cycles among {', '.join(comp)})" if len(comp) + 1 > len(path) else "")
               for path, comp in find_cycles(edges)]
-    return cycles + forbidden_edges(edges)
+    return cycles + forbidden_edges(edges, allowed)
 
 
 def test_project_imports_are_layered_and_acyclic() -> None:
     problems = check(ROOT)
     assert not problems, "\n".join(problems)
+
+
+def test_every_stabstat_module_has_a_layer() -> None:
+    tops = {".".join(m.split(".")[:2]) for m in discover(ROOT, ("stabstat",))}
+    missing = sorted(t for t in tops if t not in ALLOWED_IMPORTS)
+    assert not missing, f"add these to STABSTAT_LAYERS (where do they sit?): {missing}"
 
 
 # ---------------------------------------------------------------- the checker itself
@@ -244,7 +296,7 @@ def test_checker_accepts_a_legal_tree_and_resolves_relative_imports(tmp_path: Pa
     assert edges["stabstat.report"] == {"schemas", "stabstat.stats"}  # lazy import counted
     assert edges["stabstat.cli.cmds"] == {"stabstat.cli", "stabstat.report"}
     assert edges["runner.train"] == {"stabstat.errors", "stabstat.remote", "schemas"}
-    assert check(root) == []
+    assert check(root, allowed=PACKAGE_RULES) == []
 
 
 @pytest.mark.parametrize(
@@ -272,5 +324,26 @@ def test_checker_reports_cycles_and_forbidden_imports(
     tmp_path: Path, files: dict[str, str], expected: list[str]
 ) -> None:
     root = _tree(tmp_path, {**LEGAL, **files})
-    problems = check(root)
+    problems = check(root, allowed=PACKAGE_RULES)
     assert [p.split(" (")[0] for p in problems] == expected, problems
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"stabstat/store/__init__.py": "def f():\n    from stabstat.ingest import ingest\n",
+          "stabstat/ingest/__init__.py": "from stabstat.store import Store\n"},
+         ["import cycle: stabstat.ingest -> stabstat.store -> stabstat.ingest",
+          "wrong way: stabstat.store imports stabstat.ingest"]),
+        ({"stabstat/stats/core.py": "from stabstat.store import Store\n", "stabstat/store/__init__.py": ""},
+         ["wrong way: stabstat.stats.core imports stabstat.store"]),
+        ({"stabstat/report.py": "from stabstat.ingest import ingest\n", "stabstat/ingest/__init__.py": ""},
+         ["wrong way: stabstat.report imports stabstat.ingest"]),
+    ],
+)
+def test_checker_enforces_the_analysis_side_layers(
+    tmp_path: Path, files: dict[str, str], expected: list[str]
+) -> None:
+    root = _tree(tmp_path, {**LEGAL, **files})
+    problems = [p.split(" (")[0] for p in check(root)]
+    assert [p for p in problems if "stabstat.cli" not in p and "schemas" not in p] == expected, problems

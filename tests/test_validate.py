@@ -16,8 +16,8 @@ from runner.logwriter import RunLogger
 from stabstat import rundir
 from stabstat.cli import cli
 from stabstat.errors import InputFormatError, SchemaError
-from stabstat.ingest.discover import find_run_dirs
-from stabstat.validate import Problem, validate_path, validate_run
+from stabstat.ingest.discover import find_run_dirs, validate_path
+from stabstat.validate import Problem, validate_run
 
 
 def make_run(root: Path, run_id: str = "run-a", *, predictions: bool = False) -> Path:

@@ -31,7 +31,7 @@ def validate(paths: tuple[str, ...], fmt: str, quiet: bool) -> None:
         stabstat validate runs/
         stabstat validate runs/rte-s1 runs/rte-s2 --format json
     """
-    from stabstat.validate import validate_path
+    from stabstat.ingest.discover import validate_path
 
     reports = validate_path(list(paths))
     n_bad = sum(not r.ok for r in reports)

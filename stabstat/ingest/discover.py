@@ -5,7 +5,7 @@ run (``checkpoint-500/``; the adapters' ``locate``), a run folder, or a folder s
 recursively. Every folder is offered to the adapters; the strongest ``detect`` claims it, and a
 run folder is not searched further. Hidden folders (``.submitit``) and part folders
 (``steps.parts``) are skipped. ``stabstat ingest`` uses :func:`discover`, ``stabstat validate``
-:func:`find_run_dirs`.
+:func:`validate_path` (:func:`find_run_dirs`, then :func:`stabstat.validate.check_run` per run).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from stabstat.errors import InputFormatError
 from stabstat.ingest import registry
 from stabstat.ingest.source import SourceAdapter
 from stabstat.ingest.sources.stabstat import StabstatSource
+from stabstat.validate import RunReport, check_run
 
-__all__ = ["discover", "find_run_dirs", "walk"]
+__all__ = ["discover", "find_run_dirs", "validate_path", "walk"]
 
 
 def walk(
@@ -116,3 +117,13 @@ def find_run_dirs(
     adapter = StabstatSource(require_run_json=not include_incomplete)
     found = walk(paths, [adapter], expected="a run directory, a folder of runs or a run.json file")
     return sorted(d for _, d in found)
+
+
+def validate_path(paths: list[str | os.PathLike[str]] | str | os.PathLike[str]) -> list[RunReport]:
+    """Find run directories under ``paths`` (recursively) and validate each.
+
+    Folders that hold table files but no ``run.json`` are included (and reported).
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    return [check_run(d) for d in find_run_dirs(paths, include_incomplete=True)]
