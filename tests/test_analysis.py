@@ -62,12 +62,13 @@ def build_runs(out_dir: Path, *, seeds: int = 12, steps: int = 30) -> list[str]:
 
 
 def build_db(tmp: Path) -> Path:
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     build_runs(tmp / "runs")
     db = tmp / "stabstat.duckdb"
     with Store.open(db, read_only=False) as store:
-        rep = store.ingest([tmp / "runs"])
+        rep = ingest(store, [tmp / "runs"])
         assert rep.ok, rep.summary()
     return db
 
@@ -232,13 +233,14 @@ def test_gradients_fallback_to_total_norm(tmp_path: Path) -> None:
     from conftest import write_run
 
     from stabstat.analysis import Settings, gradients
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     for s in range(3):
         write_run(tmp_path / "runs", f"hf-{s}", config={"task": "rte", "seed": s}, layers=None, seed=s,
                   task={"majority": {"accuracy": 0.5}})
     with Store.open(tmp_path / "db.duckdb", read_only=False) as st:
-        st.ingest([tmp_path / "runs"])
+        ingest(st, [tmp_path / "runs"])
         res = gradients(st, settings=Settings(resamples=200))
     assert {r["source"] for r in res.sections["runs"]} == {"total"}
     assert any("total grad_norm" in w for w in res.warnings)
@@ -248,6 +250,7 @@ def test_excluded_statuses_and_missing_values(tmp_path: Path) -> None:
     from conftest import write_run
 
     from stabstat.analysis import Selection, compare
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
     maj = {"majority": {"accuracy": 0.5}}
@@ -258,7 +261,7 @@ def test_excluded_statuses_and_missing_values(tmp_path: Path) -> None:
     write_run(tmp_path / "runs", "b-1", config={"seed": 1, "arm": "b"}, task=maj, evals={20: {"accuracy": 0.5}})
     write_run(tmp_path / "runs", "b-2", config={"seed": 2, "arm": "b"}, task=maj, status="interrupted")
     with Store.open(tmp_path / "db.duckdb", read_only=False) as st:
-        st.ingest([tmp_path / "runs"])
+        ingest(st, [tmp_path / "runs"])
         res = compare(st, "arm", settings=Settings_fast())
         a, b = res.groups
         assert (a["n_runs"], a["n_failed"]) == (3, 1)  # diverged counts as failed
@@ -289,3 +292,45 @@ def test_compare_stratified(store) -> None:  # type: ignore[no-untyped-def]
     assert res.settings["stratify"] == "n_train"
     with pytest.raises(SelectionError, match="unknown factor"):
         compare(store, "bias_correction", settings=fast(), stratify="nope")
+
+
+def test_failure_rule_text_forms() -> None:
+    from stabstat.analysis import Selection, failure_rule_text
+
+    # The short form is settings["failure_rule"]; the sentence is the report's methods text.
+    assert failure_rule_text(Selection(), "accuracy", True) == (
+        "accuracy at or below the run's majority-class baseline, or diverged, or no value")
+    assert failure_rule_text(Selection(baseline=0.5), "f1", True) == (
+        "f1 at or below 0.5 (--baseline), or diverged, or no value")
+    assert failure_rule_text(Selection(fail_below=0.25), "mse", False) == (
+        "mse above 0.25 (--fail-below), or diverged, or no value")
+    assert failure_rule_text(Selection(), "accuracy", True, sentence=True) == (
+        "its accuracy is at or below the majority-class baseline of its task, when its training "
+        "diverged, or when it has no accuracy value")
+    assert failure_rule_text(Selection(fail_below=0.25), "mse", False, sentence=True) == (
+        "its mse is above 0.25, when its training diverged, or when it has no mse value")
+
+
+def test_result_rows_are_typed_and_read_like_their_json(store) -> None:  # type: ignore[no-untyped-def]
+    from stabstat.analysis import compare
+    from stabstat.analysis.results import CompareGroup, MeanDifference
+
+    res = compare(store, "bias_correction", settings=fast())
+    d = res.to_dict()
+    g = res.groups[0]
+    assert isinstance(g, CompareGroup) and g.level is False
+    assert dict(g) == g.to_dict() == d["groups"][0]
+    assert (g["n_runs"], g["n_failed"], g["ci_low"]) == (g.n_runs, g.failures.n_failed, g.mean.ci_low)
+    md = next(t for t in res.tests if isinstance(t, MeanDifference))
+    assert md["p_adjusted"] == md.p_adjusted and md.correction == "holm"
+    assert [t.to_dict() for t in res.tests] == d["tests"]
+
+
+def test_factor_names_resolve_case_insensitively(store) -> None:  # type: ignore[no-untyped-def]
+    from stabstat.analysis import gradients, resolve_factor, variance
+
+    assert resolve_factor(store, "BIAS_CORRECTION") == "bias_correction"
+    var = variance(store, by="Bias_Correction", bins=2, settings=fast())
+    assert var.by == ("bias_correction",) and [g["bias_correction"] for g in var.groups] == [False, True]
+    grad = gradients(store, by="N_TRAIN", settings=fast())
+    assert grad.by == ("n_train",) and all("n_train" in g for g in grad.groups)
