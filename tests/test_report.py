@@ -17,6 +17,7 @@ from stabstat import charts
 from stabstat import report as R
 from stabstat.analysis import Selection, Settings
 from stabstat.cli import cli
+from stabstat.ingest import ingest
 from stabstat.store import Store
 
 FAST = Settings(resamples=400)
@@ -133,6 +134,33 @@ def test_chart_kinds_are_the_report_figures() -> None:
     from stabstat.cli.report_cmds import CHART_KINDS
 
     assert CHART_KINDS == R.FIGURES
+
+
+def test_text_keeps_the_page_and_cli_dialects() -> None:
+    """stabstat._text writes what the report and the CLI tables wrote before it existed."""
+    import math
+
+    from stabstat import _text as T
+
+    assert [T.number(x) for x in (None, math.nan, math.inf, 0.5, 2e-5, 2e6, True, 3)] == [
+        "\u2013", "\u2013", "\u2013", "0.5000", "2e-05", "2e+06", "True", "3"]
+    assert [T.number_cli(x) for x in (None, math.nan, math.inf, 0.5, 2e-5, True, 3)] == [
+        "-", "-", "inf", "0.5000", "2e-05", "true", "3"]
+    assert T.ci(0.5, 0.25, 0.75) == "0.5000 [0.2500, 0.7500]" == T.ci_cli(0.5, 0.25, 0.75)
+    assert (T.ci(0.5, None, None), T.ci(None, 0.1, 0.2)) == ("0.5000", "\u2013")
+    assert (T.ci_cli(0.5, math.nan, None), T.ci_cli(math.nan, 0.1, 0.2)) == ("0.5000", "-")
+    assert T.percent_ci(0.25, 0.09, 0.53) == "25% [9, 53]"
+    assert [T.p_value(p) for p in (None, 5e-5, 0.01234)] == ["\u2013", "<1e-4", "0.0123"]
+    assert T.p_value_cli(None) == "-"
+    assert [T.level(v) for v in (None, True, 2e-05, 1.0, "x")] == [
+        "null", "true", "2e-05", "1", "x"]
+    assert [T.level_cli(v) for v in (None, True, 2e-05, 1.0, {"lr": 1.0}, {})] == [
+        "null", "true", "2e-05", "1.0000", "lr=1.0000", "all"]
+    assert [T.cell(v) for v in (None, True, math.nan, -math.inf, 0.5, 7)] == [
+        "\u2013", "yes", "NaN", "-inf", "0.5000", "7"]
+    assert T.json_safe({1: [math.nan, (math.inf, 2.5)]}) == {"1": [None, [None, 2.5]]}
+    rounded = T.round_floats({"a": (1 / 3, math.nan)}, 4)
+    assert rounded["a"][0] == 0.3333 and math.isnan(rounded["a"][1])
 
 
 def test_help_has_examples() -> None:
@@ -293,7 +321,7 @@ def test_several_tasks_get_panels_and_per_task_statistics(tmp_path: Path) -> Non
     make_runs(runs, seeds=4, steps=20, task="mrpc")
     db = tmp_path / "two.duckdb"
     with Store.open(db, read_only=False) as store:
-        assert store.ingest([runs]).ok
+        assert ingest(store, [runs]).ok
     rep = _build(db, by="bias_correction")
     assert rep.summary is not None and rep.summary.columns[0] == "task"
     assert [(r[0], r[1]) for r in rep.summary.rows] == [
@@ -337,7 +365,7 @@ def test_diverged_and_unevaluated_runs_do_not_break_the_report(tmp_path: Path) -
         log.log_step(1, loss=0.7)
     db = tmp_path / "edge.duckdb"
     with Store.open(db, read_only=False) as store:
-        assert store.ingest([runs]).ok
+        assert ingest(store, [runs]).ok
     rep = _build(db, by="bias_correction")
     assert rep.summary is not None
     counts = {r[0]: (int(r[1]), int(r[2])) for r in rep.summary.rows}
