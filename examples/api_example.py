@@ -52,7 +52,7 @@ DB = OUT / "api_example.duckdb"
 
 # %% [markdown]
 # ## Ingest
-# `Store.ingest` validates every run directory and loads it into DuckDB in one transaction per
+# `stabstat.ingest.ingest` validates every run directory and loads it into DuckDB in one transaction per
 # batch. It is idempotent: running this cell again reports the runs as unchanged.
 
 # %%

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,13 +40,16 @@ import numpy as np
 
 from stabstat import __version__
 from stabstat import stats as S
-from stabstat.analysis import RunSet, Selection, Settings, _pair_arrays, select_runs
+from stabstat.analysis import RunSet, Selection, Settings, select_runs
+from stabstat.analysis.levels import metric_values, pair_by_seed
 from stabstat.errors import ConfigError, StabstatError
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from stabstat.store import Store
 
-__all__ = ["KINDS", "CheckResult", "ClaimResult", "check", "load_claims"]
+__all__ = ["KINDS", "CheckResult", "ClaimResult", "check", "claims_settings", "load_claims"]
 
 KINDS = ("failure_rate", "mean", "median", "iqm", "max", "std", "failure_trend", "max_failure_rate")
 _SELECTION_KEYS = ("metric", "split", "at", "filter", "where", "baseline", "fail_below", "include_incomplete")
@@ -170,6 +173,42 @@ def load_claims(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
     return defaults, claims
 
 
+def claims_settings(defaults: Mapping[str, Any], *, settings: Settings | None = None,
+                    overrides: Mapping[str, int | float | str | None] | None = None,
+                    correction: str | None = None) -> Settings:
+    """The statistics settings the claims of a file are evaluated with: the one place where a
+    claims file's ``[defaults]`` and the caller's settings are merged.
+
+    ``resamples``, ``seed``, ``ci_method`` and ``confidence``:
+
+    * with ``settings``: all four from it, the file's ignored. :func:`check` (``settings=``)
+      and ``stabstat report --claims`` take this form: the report passes its whole
+      command-line :class:`Settings` as soon as one of the four options is given on the
+      command line (the others then at the command line's defaults);
+    * without: field by field, ``overrides[name]`` (when given and not None), else the
+      file's value, else :class:`Settings`' default. ``stabstat check --resamples/--seed``
+      takes this form (the file's values for the options not given).
+
+    ``correction``: the argument, else the file's, else ``settings.correction`` (default holm).
+
+    The two forms disagree when only some options are given (the report's claims then use
+    the command line's defaults where ``stabstat check`` uses the file's); making them agree
+    changes output and is a separate issue, so both are kept here side by side.
+    """
+    if settings is not None:
+        base = settings
+    else:
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        default = Settings()
+        base = Settings(
+            resamples=int(given.get("resamples", defaults.get("resamples", default.resamples))),
+            seed=int(given.get("seed", defaults.get("seed", default.seed))),
+            ci_method=str(given.get("ci_method", defaults.get("ci_method", default.ci_method))),
+            confidence=float(given.get("confidence", defaults.get("confidence", default.confidence))),
+        )
+    return replace(base, correction=correction or str(defaults.get("correction", base.correction)))
+
+
 def _selection(defaults: Mapping[str, Any], claim: Mapping[str, Any], where: str) -> Selection:
     merged = {k: defaults[k] for k in _SELECTION_KEYS if k in defaults}
     for k in _SELECTION_KEYS:
@@ -195,10 +234,10 @@ def _selection(defaults: Mapping[str, Any], claim: Mapping[str, Any], where: str
                      fail_below=merged.get("fail_below"), include_incomplete=bool(merged.get("include_incomplete", False)))
 
 
-def _level_frame(runset: RunSet, factor: str, level: Any, where: str, field_name: str) -> Any:
+def _level_frame(runset: RunSet, factor: str, level: Any, where: str, field_name: str) -> pl.DataFrame:
     import polars as pl
 
-    from stabstat.hf import parse_value
+    from stabstat.store import parse_value
 
     col = runset.frame[factor]
     present = col.unique().to_list()
@@ -225,122 +264,157 @@ def _same_level(v: Any, c: Any) -> bool:
 # --------------------------------------------------------------------------- evaluating
 
 
-def _values(frame: Any, successful_only: bool) -> np.ndarray:
-    import polars as pl
+@dataclass(frozen=True)
+class _Evidence:
+    """One claim's evidence before the family-wise adjustment: the estimate with its CI,
+    the one-sided p-values for and against the claim (``test`` names the method), the runs
+    used (level or ``all`` -> count), a one-line detail and the warnings."""
 
-    f = frame.filter(pl.col("failed").not_()) if successful_only else frame
-    v = f["value"].drop_nulls().to_numpy().astype(np.float64)
-    return v[np.isfinite(v)]
+    estimate: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    p_for: float
+    p_against: float
+    test: str
+    n: dict[str, int]
+    detail: str
+    warnings: list[str]
 
 
 def _evaluate(store: Store, claim: Mapping[str, Any], sel: Selection, cfg: Settings, where: str,
-              index: int) -> dict[str, Any]:
-    """Evidence for one claim: estimate, CI, p_for, p_against, n, detail, warnings."""
-    from scipy.stats import binomtest, norm
-
+              index: int) -> _Evidence:
+    """Evidence for claim number ``index`` (which salts its generators: ``[seed, 100, index]``
+    and ``[seed, 101, index]``)."""
     kind = claim["kind"]
     factor = claim.get("factor")
     runset = select_runs(store, [factor] if factor else [], selection=sel)
     factor = runset.by[0] if runset.by else None
     warnings = list(runset.warnings)
-    rng = cfg.rng(100, index)
     if kind == "max_failure_rate":
-        known = runset.frame["failed"].drop_nulls()
-        k, n = int(known.sum()), known.len()
-        rate = S.rate_interval(k, n, confidence=cfg.confidence)
-        limit = float(claim["value"])
-        return {"estimate": rate.rate, "ci_low": rate.ci_low, "ci_high": rate.ci_high, "ci_method": rate.method,
-                "p_for": float(binomtest(k, n, limit, alternative="less").pvalue) if n else math.nan,
-                "p_against": float(binomtest(k, n, limit, alternative="greater").pvalue) if n else math.nan,
-                "test": "exact binomial, one-sided", "n": {"all": n},
-                "detail": f"{k}/{n} failed; claim: failure rate < {limit:g}",
-                "warnings": warnings + list(rate.warnings)}
-    if kind == "failure_trend":
-        assert factor is not None
-        import polars as pl
-
-        frame = runset.frame.filter(pl.col("failed").is_not_null() & pl.col(factor).is_not_null())
-        if not frame[factor].dtype.is_numeric():
-            raise ConfigError(f"{where}: factor {factor!r} is not numeric; failure_trend needs a numeric factor")
-        xs = frame[factor].to_numpy().astype(np.float64)
-        y = frame["failed"].to_numpy().astype(bool)
-        tf = claim.get("transform", "auto")
-        if tf == "auto":
-            tf = "log2" if xs.size and np.all(xs > 0) and xs.max() / xs.min() >= 4 else "none"
-        fit = S.logistic_trend(xs, y, factor=factor, transform=tf, confidence=cfg.confidence)
-        decreasing = claim["direction"] == "decreasing"
-        if fit.separation:
-            if np.unique(xs).size < 2 or y.all() or not y.any():
-                p_for = p_against = math.nan
-            else:
-                xt = np.log2(xs) if tf == "log2" else xs
-                p_for = S.trend_permutation_test(xt, y, alternative=claim["direction"], resamples=cfg.resamples,
-                                                 rng=rng).p_value
-                p_against = S.trend_permutation_test(xt, y, alternative="increasing" if decreasing else "decreasing",
-                                                     resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
-            test = "permutation trend test (separation)"
-        else:
-            z = fit.coef / fit.se
-            p_for = float(norm.cdf(z) if decreasing else norm.sf(z))
-            p_against = float(norm.sf(z) if decreasing else norm.cdf(z))
-            test = "logistic regression, one-sided Wald"
-        levels = {f"{lv:g}": r.n for lv, r in fit.levels}
-        per = "doubling" if tf == "log2" else "unit"
-        return {"estimate": fit.odds_ratio, "ci_low": fit.or_ci_low, "ci_high": fit.or_ci_high,
-                "ci_method": "GLM Wald (odds ratio)", "p_for": p_for, "p_against": p_against, "test": test,
-                "n": levels, "detail": f"odds ratio of failure per {per} of {factor}; claim: {claim['direction']}; "
-                + ", ".join(f"{lv:g}: {r.k}/{r.n}" for lv, r in fit.levels),
-                "warnings": warnings + list(fit.warnings)}
+        return _max_failure_rate(runset, claim, cfg, warnings)
     assert factor is not None
+    if kind == "failure_trend":
+        return _failure_trend(runset, factor, claim, cfg, where, index, warnings)
     hi = _level_frame(runset, factor, claim["higher"], where, "higher")
     lo = _level_frame(runset, factor, claim["lower"], where, "lower")
     label = f"{factor}={claim['higher']} vs {factor}={claim['lower']}"
     if kind == "failure_rate":
-        ka, na = int(hi["failed"].drop_nulls().sum()), hi["failed"].drop_nulls().len()
-        kb, nb = int(lo["failed"].drop_nulls().sum()), lo["failed"].drop_nulls().len()
-        d = S.newcombe_diff(ka, na, kb, nb, confidence=cfg.confidence)
-        return {"estimate": d.estimate, "ci_low": d.ci_low, "ci_high": d.ci_high, "ci_method": "newcombe",
-                "p_for": S.fisher_exact(ka, na, kb, nb, alternative="greater"),
-                "p_against": S.fisher_exact(ka, na, kb, nb, alternative="less"), "test": "fisher exact, one-sided",
-                "n": {str(claim["higher"]): na, str(claim["lower"]): nb},
-                "detail": f"failure rate {label}: {ka}/{na} vs {kb}/{nb}",
-                "warnings": warnings + S.seed_warnings(min(na, nb), purpose="a failure-rate comparison")}
+        return _failure_rate(hi, lo, claim, cfg, label, warnings)
+    return _metric_statistic(hi, lo, claim, cfg, label, index, warnings)
+
+
+def _max_failure_rate(runset: RunSet, claim: Mapping[str, Any], cfg: Settings, warnings: list[str]) -> _Evidence:
+    """The selection's failure rate is below ``value``: exact binomial test."""
+    from scipy.stats import binomtest
+
+    known = runset.frame["failed"].drop_nulls()
+    k, n = int(known.sum()), known.len()
+    rate = S.rate_interval(k, n, confidence=cfg.confidence)
+    limit = float(claim["value"])
+    return _Evidence(rate.rate, rate.ci_low, rate.ci_high, rate.method,
+                     p_for=float(binomtest(k, n, limit, alternative="less").pvalue) if n else math.nan,
+                     p_against=float(binomtest(k, n, limit, alternative="greater").pvalue) if n else math.nan,
+                     test="exact binomial, one-sided", n={"all": n},
+                     detail=f"{k}/{n} failed; claim: failure rate < {limit:g}",
+                     warnings=warnings + list(rate.warnings))
+
+
+def _failure_trend(runset: RunSet, factor: str, claim: Mapping[str, Any], cfg: Settings, where: str, index: int,
+                   warnings: list[str]) -> _Evidence:
+    """Failure rises or falls with a numeric factor: one-sided Wald p of the logistic
+    trend, or permutation trend tests under separation."""
+    import polars as pl
+    from scipy.stats import norm
+
+    frame = runset.frame.filter(pl.col("failed").is_not_null() & pl.col(factor).is_not_null())
+    if not frame[factor].dtype.is_numeric():
+        raise ConfigError(f"{where}: factor {factor!r} is not numeric; failure_trend needs a numeric factor")
+    xs = frame[factor].to_numpy().astype(np.float64)
+    y = frame["failed"].to_numpy().astype(bool)
+    tf = claim.get("transform", "auto")
+    if tf == "auto":
+        tf = "log2" if xs.size and np.all(xs > 0) and xs.max() / xs.min() >= 4 else "none"
+    fit = S.logistic_trend(xs, y, factor=factor, transform=tf, confidence=cfg.confidence)
+    decreasing = claim["direction"] == "decreasing"
+    if fit.separation:
+        if np.unique(xs).size < 2 or y.all() or not y.any():
+            p_for = p_against = math.nan
+        else:
+            xt = np.log2(xs) if tf == "log2" else xs
+            p_for = S.trend_permutation_test(xt, y, alternative=claim["direction"], resamples=cfg.resamples,
+                                             rng=cfg.rng(100, index)).p_value
+            p_against = S.trend_permutation_test(xt, y, alternative="increasing" if decreasing else "decreasing",
+                                                 resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
+        test = "permutation trend test (separation)"
+    else:
+        z = fit.coef / fit.se
+        p_for = float(norm.cdf(z) if decreasing else norm.sf(z))
+        p_against = float(norm.sf(z) if decreasing else norm.cdf(z))
+        test = "logistic regression, one-sided Wald"
+    levels = {f"{lv:g}": r.n for lv, r in fit.levels}
+    per = "doubling" if tf == "log2" else "unit"
+    return _Evidence(fit.odds_ratio, fit.or_ci_low, fit.or_ci_high, "GLM Wald (odds ratio)", p_for, p_against, test,
+                     n=levels, detail=f"odds ratio of failure per {per} of {factor}; claim: {claim['direction']}; "
+                     + ", ".join(f"{lv:g}: {r.k}/{r.n}" for lv, r in fit.levels),
+                     warnings=warnings + list(fit.warnings))
+
+
+def _failure_rate(hi: pl.DataFrame, lo: pl.DataFrame, claim: Mapping[str, Any], cfg: Settings, label: str,
+                  warnings: list[str]) -> _Evidence:
+    """The failure rate at ``higher`` is above that at ``lower``: Newcombe CI, Fisher p."""
+    ka, na = int(hi["failed"].drop_nulls().sum()), hi["failed"].drop_nulls().len()
+    kb, nb = int(lo["failed"].drop_nulls().sum()), lo["failed"].drop_nulls().len()
+    d = S.newcombe_diff(ka, na, kb, nb, confidence=cfg.confidence)
+    return _Evidence(d.estimate, d.ci_low, d.ci_high, "newcombe",
+                     p_for=S.fisher_exact(ka, na, kb, nb, alternative="greater"),
+                     p_against=S.fisher_exact(ka, na, kb, nb, alternative="less"), test="fisher exact, one-sided",
+                     n={str(claim["higher"]): na, str(claim["lower"]): nb},
+                     detail=f"failure rate {label}: {ka}/{na} vs {kb}/{nb}",
+                     warnings=warnings + S.seed_warnings(min(na, nb), purpose="a failure-rate comparison"))
+
+
+def _metric_statistic(hi: pl.DataFrame, lo: pl.DataFrame, claim: Mapping[str, Any], cfg: Settings, label: str, index: int,
+                      warnings: list[str]) -> _Evidence:
+    """The statistic ``kind`` of the metric is higher at ``higher``: a bootstrap CI of the
+    SD ratio with a Brown-Forsythe p (``std``), else of the difference with permutation p's."""
+    kind = claim["kind"]
     succ = bool(claim.get("successful_only", False))
-    a, b = _values(hi, succ), _values(lo, succ)
+    a, b = metric_values(hi, successful_only=succ), metric_values(lo, successful_only=succ)
     sizes = {str(claim["higher"]): int(a.size), str(claim["lower"]): int(b.size)}
     if min(a.size, b.size) < 2:
-        return {"estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_method": cfg.ci_method,
-                "p_for": math.nan, "p_against": math.nan, "test": "none", "n": sizes,
-                "detail": f"{kind} {label}: too few runs", "warnings": warnings + ["fewer than 2 runs in a group"]}
+        return _Evidence(math.nan, math.nan, math.nan, cfg.ci_method, math.nan, math.nan, "none", sizes,
+                         f"{kind} {label}: too few runs", warnings + ["fewer than 2 runs in a group"])
+    rng = cfg.rng(100, index)
     if kind == "std":
         ratio = S.sd_ratio_ci(a, b, method=cfg.ci_method, resamples=cfg.resamples, confidence=cfg.confidence,
                               rng=rng)
         bf = S.brown_forsythe(a, b)
         half = bf.p_value / 2
         up = ratio.estimate > 1
-        return {"estimate": ratio.estimate, "ci_low": ratio.ci_low, "ci_high": ratio.ci_high,
-                "ci_method": ratio.method, "p_for": half if up else 1 - half, "p_against": 1 - half if up else half,
-                "test": "Brown-Forsythe, one-sided", "n": sizes,
-                "detail": f"SD ratio {label}" + (" (successful runs)" if succ else ""),
-                "warnings": warnings + list(ratio.warnings)}
+        return _Evidence(ratio.estimate, ratio.ci_low, ratio.ci_high, ratio.method,
+                         p_for=half if up else 1 - half, p_against=1 - half if up else half,
+                         test="Brown-Forsythe, one-sided", n=sizes,
+                         detail=f"SD ratio {label}" + (" (successful runs)" if succ else ""),
+                         warnings=warnings + list(ratio.warnings))
     # Paired by seed when both levels have the same seeds once each (as compare does).
     import polars as pl
 
     ok = pl.col("failed").not_() if succ else pl.lit(True)
-    pa_, pb_, paired = _pair_arrays(hi.filter(ok), lo.filter(ok), "auto")
+    pa_, pb_, paired = pair_by_seed(hi.filter(ok), lo.filter(ok), "auto")
     if paired:
         a, b = pa_, pb_
     diff = S.bootstrap_diff(a, b, statistic=kind, paired=paired, method=cfg.ci_method, resamples=cfg.resamples,
-                         confidence=cfg.confidence, rng=rng)
+                            confidence=cfg.confidence, rng=rng)
     p_for = S.permutation_test(a, b, statistic=kind, paired=paired, alternative="greater",
                                resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
     p_against = S.permutation_test(a, b, statistic=kind, paired=paired, alternative="less",
                                    resamples=cfg.resamples, rng=cfg.rng(101, index)).p_value
-    return {"estimate": diff.estimate, "ci_low": diff.ci_low, "ci_high": diff.ci_high, "ci_method": diff.method,
-            "p_for": p_for, "p_against": p_against, "test": "permutation, one-sided", "n": sizes,
-            "detail": f"{kind} difference {label}" + (" (paired by seed)" if paired else "")
-            + (" (successful runs)" if succ else ""),
-            "warnings": warnings + list(diff.warnings)}
+    return _Evidence(diff.estimate, diff.ci_low, diff.ci_high, diff.method, p_for, p_against,
+                     "permutation, one-sided", sizes,
+                     detail=f"{kind} difference {label}" + (" (paired by seed)" if paired else "")
+                     + (" (successful runs)" if succ else ""),
+                     warnings=warnings + list(diff.warnings))
 
 
 def check(store: Store, path: str | Path, *, settings: Settings | None = None, alpha: float | None = None,
@@ -350,14 +424,7 @@ def check(store: Store, path: str | Path, *, settings: Settings | None = None, a
     ``settings``, ``alpha`` and ``correction`` given here override the file's defaults.
     """
     defaults, claims = load_claims(path)
-    base = settings or Settings()
-    cfg = Settings(
-        resamples=int(defaults.get("resamples", base.resamples)) if settings is None else base.resamples,
-        seed=int(defaults.get("seed", base.seed)) if settings is None else base.seed,
-        ci_method=str(defaults.get("ci_method", base.ci_method)) if settings is None else base.ci_method,
-        confidence=float(defaults.get("confidence", base.confidence)) if settings is None else base.confidence,
-        correction=correction or str(defaults.get("correction", base.correction)),
-    )
+    cfg = claims_settings(defaults, settings=settings, correction=correction)
     a = float(alpha if alpha is not None else defaults.get("alpha", 0.05))
     if not 0 < a < 1:
         raise ConfigError(f"{path}: alpha must be in (0, 1), got {a}")
@@ -371,18 +438,18 @@ def check(store: Store, path: str | Path, *, settings: Settings | None = None, a
             raise
         except StabstatError as exc:
             raise type(exc)(f"{where}: {exc}") from None
-    adj_for = S.adjust_pvalues([e["p_for"] for e in evidence], cfg.correction)
-    adj_against = S.adjust_pvalues([e["p_against"] for e in evidence], cfg.correction)
+    adj_for = S.adjust_pvalues([e.p_for for e in evidence], cfg.correction)
+    adj_against = S.adjust_pvalues([e.p_against for e in evidence], cfg.correction)
     results = []
     for i, (claim, e) in enumerate(zip(claims, evidence, strict=True)):
         pf, pa = float(adj_for[i]), float(adj_against[i])
         verdict = "PASS" if pf < a else "FAIL" if pa < a else "INCONCLUSIVE"
         results.append(ClaimResult(
             name=str(claim.get("name", f"claim {i + 1}")), kind=claim["kind"], verdict=verdict,
-            estimate=float(e["estimate"]), ci_low=float(e["ci_low"]), ci_high=float(e["ci_high"]),
-            ci_method=e["ci_method"], p_value=float(e["p_for"]), p_adjusted=pf, p_against=float(e["p_against"]),
-            p_against_adjusted=pa, p_method=e["test"], n=e["n"], detail=e["detail"],
-            warnings=list(dict.fromkeys(e["warnings"])),
+            estimate=float(e.estimate), ci_low=float(e.ci_low), ci_high=float(e.ci_high),
+            ci_method=e.ci_method, p_value=float(e.p_for), p_adjusted=pf, p_against=float(e.p_against),
+            p_against_adjusted=pa, p_method=e.test, n=e.n, detail=e.detail,
+            warnings=list(dict.fromkeys(e.warnings)),
         ))
     settings_out = {"analysis": "check", "claims_file": str(path), "alpha": a, **cfg.describe(),
                     "defaults": {k: v for k, v in defaults.items() if k in _SELECTION_KEYS},

@@ -175,3 +175,20 @@ lower = false
     assert sd.verdict == "INCONCLUSIVE"  # without the failed runs the SDs are alike
     assert med.verdict == "PASS" and med.estimate > 0
     assert res.settings["correction"] == "bh"
+
+
+def test_claims_settings_merges_in_one_place() -> None:
+    """The two merge forms of claims_settings, pinned as they are (their disagreement is a
+    separate issue): a whole Settings replaces the file's four statistics settings; overrides
+    replace them field by field; correction: argument > file > settings."""
+    from stabstat.claims import claims_settings
+
+    defaults = {"resamples": 400, "seed": 3, "correction": "bh"}
+    assert claims_settings(defaults) == Settings(resamples=400, seed=3, correction="bh")
+    assert claims_settings(defaults, overrides={"seed": 7, "resamples": None}) == Settings(
+        resamples=400, seed=7, correction="bh")
+    given = Settings(resamples=900, seed=1, ci_method="percentile", confidence=0.9, correction="none")
+    assert claims_settings(defaults, settings=given) == Settings(
+        resamples=900, seed=1, ci_method="percentile", confidence=0.9, correction="bh")
+    assert claims_settings({}, settings=given) == given
+    assert claims_settings(defaults, settings=given, correction="holm").correction == "holm"

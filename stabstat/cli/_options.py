@@ -1,13 +1,28 @@
-"""Options and output helpers shared by many commands."""
+"""Options and output helpers shared by many commands.
+
+The one home of what several command modules share (command modules never import each
+other): ``--db`` and ``--format``, the selection and statistics options of the analysis,
+report and chart commands with the builders of :class:`stabstat.analysis.Selection` /
+:class:`stabstat.analysis.Settings` from them, opening the store, and JSON / frame output.
+
+Imports only click and :mod:`stabstat._text` at module level: ``stabstat --help`` must not
+load polars, numpy or DuckDB.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+from stabstat._text import json_safe
+
+if TYPE_CHECKING:
+    from stabstat.analysis import Selection, Settings
+    from stabstat.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,23 +59,77 @@ def format_option(f: F) -> F:
     )(f)
 
 
+def selection_options(f: F) -> F:
+    """--filter, --where, --metric, --split, --at, --baseline, --fail-below, --include-incomplete."""
+    opts = [
+        click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+                     help="Keep runs whose factor KEY equals VALUE (repeatable; all must hold)."),
+        click.option("--where", "where", metavar="SQL",
+                     help="Extra condition over the runs table's columns, e.g. \"lr <= 1e-4\" "
+                          "(trusted SQL: it is pasted into the query)."),
+        click.option("--metric", help="Metric to analyse [default: accuracy if evaluated, else the task's "
+                                      "first metric]."),
+        click.option("--split", help="Evaluation split [default: dev, or the only split]."),
+        click.option("--at", "at", type=click.Choice(["final", "best"]), default="final", show_default=True,
+                     help="The metric at the last evaluation, or the best over evaluations."),
+        click.option("--baseline", type=float, metavar="VALUE",
+                     help="Fail runs at or below VALUE instead of their stored majority-class baseline."),
+        click.option("--fail-below", "fail_below", type=float, metavar="VALUE",
+                     help="Fail runs strictly below VALUE instead (not with --baseline)."),
+        click.option("--include-incomplete", is_flag=True,
+                     help="Keep running, interrupted and crashed (status failed) runs."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def stat_options(f: F) -> F:
+    """--resamples, --seed, --ci-method, --confidence, --correction."""
+    opts = [
+        click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+                     help="Bootstrap resamples (and permutations for p-values)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the resampling: the same data and seed give the same output."),
+        click.option("--ci-method", "ci_method", type=click.Choice(["bca", "percentile"]), default="bca",
+                     show_default=True, help="Bootstrap interval."),
+        click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
+                     help="Confidence level of the intervals."),
+        click.option("--correction", type=click.Choice(["holm", "bh", "none"]), default="holm", show_default=True,
+                     help="Multiple-comparison adjustment across the p-values of one command."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def selection_from(kw: dict[str, Any]) -> Selection:
+    """The :class:`~stabstat.analysis.Selection` of the :func:`selection_options` in ``kw``."""
+    from stabstat.analysis import Selection
+
+    return Selection(filters=tuple(kw["filters"]), where=kw["where"], metric=kw["metric"], split=kw["split"],
+                     at=kw["at"], baseline=kw["baseline"], fail_below=kw["fail_below"],
+                     include_incomplete=kw["include_incomplete"])
+
+
+def settings_from(kw: dict[str, Any]) -> Settings:
+    """The :class:`~stabstat.analysis.Settings` of the :func:`stat_options` in ``kw``."""
+    from stabstat.analysis import Settings
+
+    return Settings(resamples=kw["resamples"], seed=kw["seed"], ci_method=kw["ci_method"],
+                    confidence=kw["confidence"], correction=kw["correction"])
+
+
+def open_store(db: str) -> Store:
+    """The store at ``db`` (read-only), for a ``with`` block."""
+    from stabstat.store import Store
+
+    return Store.open(db)
+
+
 def echo_json(obj: Any) -> None:
     """Print ``obj`` as JSON; NaN/inf become null so every JSON parser accepts it."""
-    click.echo(json.dumps(_json_safe(obj), indent=2, default=str))
-
-
-def _json_safe(obj: Any) -> Any:
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _json_safe(obj.item())
-    return obj
+    click.echo(json.dumps(json_safe(obj), indent=2, default=str))
 
 
 def echo_frame(frame: Any, fmt: str) -> None:

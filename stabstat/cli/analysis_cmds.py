@@ -5,118 +5,36 @@ Thin: options are parsed here, the work is :mod:`stabstat.analysis` / :mod:`stab
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from stabstat.cli._options import db_option, echo_json, format_option
+from stabstat._text import CLI_MISSING, ci_cli, level_cli, number_cli, p_value_cli
+from stabstat.cli._options import (
+    db_option,
+    echo_json,
+    format_option,
+    open_store,
+    selection_from,
+    selection_options,
+    settings_from,
+    stat_options,
+)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def selection_options(f: F) -> F:
-    """--filter, --where, --metric, --split, --at, --baseline, --fail-below, --include-incomplete."""
-    opts = [
-        click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
-                     help="Keep runs whose factor KEY equals VALUE (repeatable; all must hold)."),
-        click.option("--where", "where", metavar="SQL",
-                     help="Extra condition over the runs table's columns, e.g. \"lr <= 1e-4\" "
-                          "(trusted SQL: it is pasted into the query)."),
-        click.option("--metric", help="Metric to analyse [default: accuracy if evaluated, else the task's "
-                                      "first metric]."),
-        click.option("--split", help="Evaluation split [default: dev, or the only split]."),
-        click.option("--at", "at", type=click.Choice(["final", "best"]), default="final", show_default=True,
-                     help="The metric at the last evaluation, or the best over evaluations."),
-        click.option("--baseline", type=float, metavar="VALUE",
-                     help="Fail runs at or below VALUE instead of their stored majority-class baseline."),
-        click.option("--fail-below", "fail_below", type=float, metavar="VALUE",
-                     help="Fail runs strictly below VALUE instead (not with --baseline)."),
-        click.option("--include-incomplete", is_flag=True,
-                     help="Keep running, interrupted and crashed (status failed) runs."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def stat_options(f: F) -> F:
-    """--resamples, --seed, --ci-method, --confidence, --correction."""
-    opts = [
-        click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
-                     help="Bootstrap resamples (and permutations for p-values)."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Seed of the resampling: the same data and seed give the same output."),
-        click.option("--ci-method", "ci_method", type=click.Choice(["bca", "percentile"]), default="bca",
-                     show_default=True, help="Bootstrap interval."),
-        click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
-                     help="Confidence level of the intervals."),
-        click.option("--correction", type=click.Choice(["holm", "bh", "none"]), default="holm", show_default=True,
-                     help="Multiple-comparison adjustment across the p-values of one command."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
-def _selection(kw: dict[str, Any]) -> Any:
-    from stabstat.analysis import Selection
-
-    return Selection(filters=tuple(kw["filters"]), where=kw["where"], metric=kw["metric"], split=kw["split"],
-                     at=kw["at"], baseline=kw["baseline"], fail_below=kw["fail_below"],
-                     include_incomplete=kw["include_incomplete"])
-
-
-def _settings(kw: dict[str, Any]) -> Any:
-    from stabstat.analysis import Settings
-
-    return Settings(resamples=kw["resamples"], seed=kw["seed"], ci_method=kw["ci_method"],
-                    confidence=kw["confidence"], correction=kw["correction"])
-
-
-def _open(db: str) -> Any:
-    from stabstat.store import Store
-
-    return Store.open(db)
+if TYPE_CHECKING:
+    from stabstat.analysis import AnalysisResult
+    from stabstat.analysis.results import FailureCount, Interval, Row
+    from stabstat.claims import CheckResult
 
 
 # --------------------------------------------------------------------------- output
 
 
-def _num(x: Any, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return str(x).lower()
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "-"
-        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-            return f"{x:.3g}"
-        return f"{x:.{digits}f}"
-    return str(x)
-
-
-def _ci(est: Any, lo: Any, hi: Any) -> str:
-    if est is None or (isinstance(est, float) and math.isnan(est)):
-        return "-"
-    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return _num(est)
-    return f"{_num(est)} [{_num(lo)}, {_num(hi)}]"
-
-
-def _p(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return "<1e-4" if x < 1e-4 else f"{x:.4f}"
-
-
-def _level(v: Any) -> str:
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_level(x)}" for k, x in v.items()) or "all"
-    return "null" if v is None else _num(v) if isinstance(v, (bool, float)) else str(v)
+def _interval(iv: Interval | None) -> str:
+    """``estimate [low, high]``; ``-`` when there is none."""
+    return CLI_MISSING if iv is None else ci_cli(iv.estimate, iv.ci_low, iv.ci_high)
 
 
 def _print_rows(title: str, rows: Sequence[dict[str, str]]) -> None:
@@ -132,7 +50,7 @@ def _print_rows(title: str, rows: Sequence[dict[str, str]]) -> None:
     click.echo()
 
 
-def _emit(result: Any, fmt: str, table: Callable[[Any], None]) -> None:
+def _emit(result: AnalysisResult, fmt: str, table: Callable[[AnalysisResult], None]) -> None:
     if fmt == "json":
         echo_json(result.to_dict())
         return
@@ -152,25 +70,50 @@ def _emit(result: Any, fmt: str, table: Callable[[Any], None]) -> None:
         click.secho(f"warning: {w}", fg="yellow", err=True)
 
 
-def _rate(g: dict[str, Any]) -> str:
-    return _ci(g["failure_rate"], g["failure_ci_low"], g["failure_ci_high"])
+def _rate(f: FailureCount) -> str:
+    return ci_cli(f.rate, f.ci_low, f.ci_high)
 
 
-def _tests_table(tests: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+def _tests_table(tests: Sequence[Row]) -> list[dict[str, str]]:
+    """One table row per test of compare / failure-rate / gradients: name, levels a and b,
+    estimate [CI], p and adjusted p (``-`` where a test has none)."""
+    from stabstat.analysis.results import (
+        BrownForsythe,
+        CollapseVsFailure,
+        FailureRateDifference,
+        Log10RatioMedianDifference,
+        MeanDifference,
+        ProbabilityOfImprovement,
+        SdRatio,
+    )
+
     rows = []
     for t in tests:
-        if t["test"] == "brown_forsythe":
-            rows.append({"test": f"Brown-Forsythe ({t['runs']} runs)", "a": "all levels", "b": "",
-                         "estimate [CI]": f"W = {_num(t['statistic'])}", "p": _p(t["p_value"]), "p adj": ""})
-            continue
-        name = t["test"].replace("_", " ")
-        if "runs" in t:
-            name += f" ({t['runs']} runs)"
-        if t.get("paired"):
-            name += " (paired)"
-        rows.append({"test": name, "a": _level(t.get("a", t.get("at", ""))), "b": _level(t.get("b", "")),
-                     "estimate [CI]": _ci(t.get("estimate"), t.get("ci_low"), t.get("ci_high")),
-                     "p": _p(t.get("p_value")), "p adj": _p(t.get("p_adjusted"))})
+        p: float | None
+        p_adj: float | None
+        match t:
+            case BrownForsythe():
+                rows.append({"test": f"Brown-Forsythe ({t.runs} runs)", "a": "all levels", "b": "",
+                             "estimate [CI]": f"W = {number_cli(t.statistic)}", "p": p_value_cli(t.p_value),
+                             "p adj": ""})
+                continue
+            case MeanDifference():
+                name, est, p, p_adj = "mean difference" + (" (paired)" if t.paired else ""), _interval(t.diff), \
+                    t.p_value, t.p_adjusted
+            case FailureRateDifference():
+                name, est, p, p_adj = "failure rate difference", _interval(t.diff), t.p_value, t.p_adjusted
+            case ProbabilityOfImprovement():
+                name, est, p, p_adj = "probability of improvement", _interval(t.poi), None, None
+            case SdRatio():
+                name, est, p, p_adj = f"sd ratio ({t.runs} runs)", _interval(t.ratio), None, None
+            case CollapseVsFailure():
+                name, est, p, p_adj = "collapse vs failure", ci_cli(t.estimate, None, None), t.p_value, None
+            case Log10RatioMedianDifference():
+                name, est, p, p_adj = "log10 ratio median difference", _interval(t.diff), None, None
+            case _:
+                raise TypeError(f"no table row for {type(t).__name__}")
+        rows.append({"test": name, "a": level_cli(t.a), "b": level_cli(t.b), "estimate [CI]": est,
+                     "p": p_value_cli(p), "p adj": p_value_cli(p_adj)})
     return rows
 
 
@@ -209,23 +152,22 @@ def compare(by: str, paired: bool | None, stratify: str | None, db: str, fmt: st
     """
     from stabstat.analysis import compare as run_compare
 
-    with _open(db) as store:
-        res = run_compare(store, by, selection=_selection(kw), settings=_settings(kw),
+    with open_store(db) as store:
+        res = run_compare(store, by, selection=selection_from(kw), settings=settings_from(kw),
                           paired="auto" if paired is None else paired, stratify=stratify)
 
-    def table(r: Any) -> None:
+    def table(r: AnalysisResult) -> None:
+        from stabstat.analysis.results import CompareGroup
+
         f = r.by[0]
-        rows = [{f: _level(g[f]), "runs": str(g["n_runs"]), "failed": _num(g["n_failed"]),
-                 "failure rate [CI]": _rate(g), "mean [CI]": _ci(g["mean"], g["ci_low"], g["ci_high"]),
-                 "sd [CI]": _ci(g["std"], g["std_ci_low"], g["std_ci_high"]),
-                 "median [CI]": _ci(g["median"], g["median_ci_low"], g["median_ci_high"]),
-                 "iqm [CI]": _ci(g["iqm"], g["iqm_ci_low"], g["iqm_ci_high"]),
-                 "max": _num(g["max"]),
-                 **({"stratified mean [CI]": _ci(g["mean_stratified"], g["mean_stratified_ci_low"],
-                                                 g["mean_stratified_ci_high"]),
-                     "stratified iqm [CI]": _ci(g["iqm_stratified"], g["iqm_stratified_ci_low"],
-                                                g["iqm_stratified_ci_high"])} if stratify else {})}
-                for g in r.groups]
+        rows = [{f: level_cli(g.level), "runs": str(g.n_runs), "failed": number_cli(g.failures.n_failed),
+                 "failure rate [CI]": _rate(g.failures), "mean [CI]": _interval(g.mean),
+                 "sd [CI]": _interval(g.std), "median [CI]": _interval(g.median), "iqm [CI]": _interval(g.iqm),
+                 "max": number_cli(g.max.estimate),
+                 **({"stratified mean [CI]": _interval(g.stratified.mean if g.stratified else None),
+                     "stratified iqm [CI]": _interval(g.stratified.iqm if g.stratified else None)}
+                    if stratify else {})}
+                for g in cast("list[CompareGroup]", r.groups)]
         _print_rows(f"{r.settings['metric']} by {f}", rows)
         _print_rows("pairwise (a - b; sd ratio a / b)", _tests_table(r.tests))
 
@@ -266,22 +208,25 @@ def failure_rate(by: tuple[str, ...], transform: str, db: str, fmt: str, **kw: A
     """
     from stabstat.analysis import failure_rate as run_failure_rate
 
-    with _open(db) as store:
-        res = run_failure_rate(store, list(by), selection=_selection(kw), settings=_settings(kw),
+    with open_store(db) as store:
+        res = run_failure_rate(store, list(by), selection=selection_from(kw), settings=settings_from(kw),
                                transform=transform)
 
-    def table(r: Any) -> None:
-        rows = [{**{f: _level(g[f]) for f in r.by}, "runs": str(g["n_runs"]), "failed": _num(g["n_failed"]),
-                 "failure rate [CI]": _rate(g), "interval": g["failure_ci_method"]} for g in r.groups]
+    def table(r: AnalysisResult) -> None:
+        from stabstat.analysis.results import FailureRateDifference, FailureRateGroup, LogisticTrend
+
+        rows = [{**{f: level_cli(v) for f, v in g.key.items()}, "runs": str(g.n_runs),
+                 "failed": number_cli(g.failures.n_failed), "failure rate [CI]": _rate(g.failures),
+                 "interval": str(g.failures.ci_method)} for g in cast("list[FailureRateGroup]", r.groups)]
         _print_rows(f"failure rate by {' x '.join(r.by)}", rows)
-        pairs = [t for t in r.tests if t["test"] == "failure_rate_difference"]
+        pairs = [t for t in r.tests if isinstance(t, FailureRateDifference)]
         _print_rows("pairwise differences (a - b)", _tests_table(pairs))
-        trends = [{"factor": t["factor"], "at": _level(t["at"]),
-                   "odds ratio [CI]": _ci(t["odds_ratio"], t["or_ci_low"], t["or_ci_high"]),
-                   "per": t["per"], "direction": t["direction"] or "-", "p": _p(t["p_value"]),
-                   "p adj": _p(t.get("p_adjusted")),
-                   "note": "separation" if t["separation"] else ""}
-                  for t in r.tests if t["test"] == "logistic_trend"]
+        trends = [{"factor": t.factor, "at": level_cli(dict(t.at)),
+                   "odds ratio [CI]": ci_cli(t.fit.odds_ratio, t.fit.or_ci_low, t.fit.or_ci_high),
+                   "per": t.per, "direction": t.direction or CLI_MISSING, "p": p_value_cli(t.p_value),
+                   "p adj": p_value_cli(t.p_adjusted),
+                   "note": "separation" if t.fit.separation else ""}
+                  for t in r.tests if isinstance(t, LogisticTrend)]
         _print_rows("logistic trend of failure", trends)
 
     _emit(res, fmt, table)
@@ -317,23 +262,27 @@ def variance(against: str, by: str | None, bins: int, db: str, fmt: str, **kw: A
     """
     from stabstat.analysis import variance as run_variance
 
-    with _open(db) as store:
-        res = run_variance(store, against, by=by, bins=bins, selection=_selection(kw), settings=_settings(kw))
+    with open_store(db) as store:
+        res = run_variance(store, against, by=by, bins=bins, selection=selection_from(kw), settings=settings_from(kw))
 
-    def table(r: Any) -> None:
+    def table(r: AnalysisResult) -> None:
+        from stabstat.analysis.results import VarianceBin, VarianceGroup
+
         rows = []
-        for g in r.groups:
-            key = {by: _level(g[by])} if by else {}
-            rows.append({**key, "runs": str(g["n_runs"]),
-                         "pearson [CI]": _ci(g.get("pearson"), g.get("pearson_ci_low"), g.get("pearson_ci_high")),
-                         "spearman [CI]": _ci(g.get("spearman"), g.get("spearman_ci_low"), g.get("spearman_ci_high")),
-                         "slope [CI]": _ci(g.get("slope"), g.get("slope_ci_low"), g.get("slope_ci_high")),
-                         "metric sd": _num(g.get("metric_sd")), "within-bin sd": _num(g.get("within_bin_sd"))})
+        for g in cast("list[VarianceGroup]", r.groups):
+            fit = g.fit
+            rows.append({**{k: level_cli(v) for k, v in g.key.items()}, "runs": str(g.n_runs),
+                         "pearson [CI]": _interval(fit.pearson if fit else None),
+                         "spearman [CI]": _interval(fit.spearman if fit else None),
+                         "slope [CI]": _interval(fit.slope if fit else None),
+                         "metric sd": number_cli(g.metric_sd),
+                         "within-bin sd": number_cli(fit.within_bin_sd if fit else None)})
         _print_rows(f"successful runs: {r.settings['metric']} against {against}", rows)
-        brows = [{**({by: _level(b[by])} if by else {}), "bin": str(b["bin"]), "runs": str(b["n_runs"]),
-                  against: f"{_num(b[f'{against}_min'])} .. {_num(b[f'{against}_max'])}",
-                  "mean": _num(b["metric_mean"]), "range": f"{_num(b['metric_min'])} .. {_num(b['metric_max'])}",
-                  "sd": _num(b["metric_sd"])} for b in r.sections["bins"]]
+        brows = [{**{k: level_cli(v) for k, v in b.key.items()}, "bin": str(b.bin), "runs": str(b.n_runs),
+                  against: f"{number_cli(b.x_min)} .. {number_cli(b.x_max)}",
+                  "mean": number_cli(b.metric_mean),
+                  "range": f"{number_cli(b.metric_min)} .. {number_cli(b.metric_max)}",
+                  "sd": number_cli(b.metric_sd)} for b in cast("list[VarianceBin]", r.sections["bins"])]
         _print_rows(f"bins of nearly equal {against}", brows)
 
     _emit(res, fmt, table)
@@ -374,18 +323,20 @@ def gradients(by: str | None, max_depth: int, steps: int | None, collapse_factor
     """
     from stabstat.analysis import gradients as run_gradients
 
-    with _open(db) as store:
-        res = run_gradients(store, by=by, selection=_selection(kw), settings=_settings(kw), max_depth=max_depth,
-                            steps=steps, collapse_factor=collapse_factor, plateau=plateau)
+    with open_store(db) as store:
+        res = run_gradients(store, by=by, selection=selection_from(kw), settings=settings_from(kw),
+                            max_depth=max_depth, steps=steps, collapse_factor=collapse_factor, plateau=plateau)
 
-    def table(r: Any) -> None:
-        rows = [{"runs": "failed" if g["failed"] else "successful" if g["failed"] is not None else "unknown",
-                 **({by: _level(g[by])} if by else {}), "n": str(g["n_runs"]),
-                 "collapsed [CI]": f"{g['n_collapsed']} ({_ci(g['collapse_rate'], g['collapse_ci_low'], g['collapse_ci_high'])})",
+    def table(r: AnalysisResult) -> None:
+        from stabstat.analysis.results import GradientGroup, GradientRun
+
+        rows = [{"runs": "failed" if g.failed else "successful" if g.failed is not None else "unknown",
+                 **{k: level_cli(v) for k, v in g.key.items()}, "n": str(g.n_runs),
+                 "collapsed [CI]": f"{g.collapsed.n_failed} ({_rate(g.collapsed)})",
                  "lower-layer norm ratio (median, IQR)":
-                     f"{_num(g['median_ratio'])} ({_num(g['ratio_q25'])} .. {_num(g['ratio_q75'])})",
-                 "loss end/start": _num(g["median_loss_ratio"])} for g in r.groups]
-        sources = {run["source"] for run in r.sections["runs"]}
+                     f"{number_cli(g.median_ratio)} ({number_cli(g.ratio_q25)} .. {number_cli(g.ratio_q75)})",
+                 "loss end/start": number_cli(g.median_loss_ratio)} for g in cast("list[GradientGroup]", r.groups)]
+        sources = {run.source for run in cast("list[GradientRun]", r.sections["runs"])}
         title = (f"lower layers (depth <= {r.settings['max_depth']})" if sources == {"layers"}
                  else "total gradient norm (no per-layer norms)" if sources == {"total"}
                  else f"lower layers (depth <= {r.settings['max_depth']}), total norm where no per-layer norms")
@@ -433,38 +384,40 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
         higher = false
         lower = true
     """
-    from stabstat.analysis import Settings
     from stabstat.claims import check as run_check
-    from stabstat.claims import load_claims
+    from stabstat.claims import claims_settings, load_claims
 
-    defaults, _ = load_claims(claims_file)
+    defaults, _ = load_claims(claims_file)  # a bad file is reported before the store is opened
     settings = None
-    if resamples is not None or seed is not None:
-        settings = Settings(resamples=resamples or int(defaults.get("resamples", 10_000)),
-                            seed=seed if seed is not None else int(defaults.get("seed", 0)),
-                            ci_method=str(defaults.get("ci_method", "bca")),
-                            confidence=float(defaults.get("confidence", 0.95)))
-    with _open(db) as store:
+    if resamples is not None or seed is not None:  # each given option replaces the file's value
+        settings = claims_settings(defaults, overrides={"resamples": resamples, "seed": seed})
+    with open_store(db) as store:
         res = run_check(store, claims_file, settings=settings, alpha=alpha, correction=correction)
     if fmt == "json":
         echo_json(res.to_dict())
     elif fmt == "csv":
         click.echo(res.to_frame().write_csv(), nl=False)
     else:
-        colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
-        for c in res.claims:
-            click.secho(f"{c.verdict:<12}", fg=colour[c.verdict], nl=False)
-            click.echo(f" {c.name}")
-            click.echo(f"             {c.detail}")
-            click.echo(f"             estimate {_ci(c.estimate, c.ci_low, c.ci_high)} ({c.ci_method}); "
-                       f"p = {_p(c.p_value)}, adjusted {_p(c.p_adjusted)} ({c.p_method}); "
-                       f"n = {', '.join(f'{k}: {v}' for k, v in c.n.items())}")
-            for w in c.warnings:
-                click.secho(f"             warning: {w}", fg="yellow")
-        counts = res.counts()
-        s = res.settings
-        click.echo(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive "
-                   f"(alpha {s['alpha']:g}, {s['correction']} across {len(res.claims)} claims; "
-                   f"{s['resamples']} resamples, seed {s['seed']})")
+        _print_verdicts(res)
     if not res.ok:
         sys.exit(1)
+
+
+def _print_verdicts(res: CheckResult) -> None:
+    """``stabstat check``'s table: per claim its coloured verdict, detail, estimate with CI,
+    p-values and runs, then the counts and the settings."""
+    colour = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
+    for c in res.claims:
+        click.secho(f"{c.verdict:<12}", fg=colour[c.verdict], nl=False)
+        click.echo(f" {c.name}")
+        click.echo(f"             {c.detail}")
+        click.echo(f"             estimate {ci_cli(c.estimate, c.ci_low, c.ci_high)} ({c.ci_method}); "
+                   f"p = {p_value_cli(c.p_value)}, adjusted {p_value_cli(c.p_adjusted)} ({c.p_method}); "
+                   f"n = {', '.join(f'{k}: {v}' for k, v in c.n.items())}")
+        for w in c.warnings:
+            click.secho(f"             warning: {w}", fg="yellow")
+    counts = res.counts()
+    s = res.settings
+    click.echo(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive "
+               f"(alpha {s['alpha']:g}, {s['correction']} across {len(res.claims)} claims; "
+               f"{s['resamples']} resamples, seed {s['seed']})")

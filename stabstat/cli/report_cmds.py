@@ -2,7 +2,7 @@
 
 Thin: options are parsed here; the work is :func:`stabstat.report.build_report` and
 :mod:`stabstat.charts`. The selection and statistics options are those of the analysis
-commands (:func:`stabstat.cli.analysis_cmds.selection_options` / ``stat_options``).
+commands (:func:`stabstat.cli._options.selection_options` / ``stat_options``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ from typing import Any
 
 import click
 
-from stabstat.cli._options import db_option
-from stabstat.cli.analysis_cmds import _selection, _settings, selection_options, stat_options
+from stabstat.cli._options import (
+    F,
+    db_option,
+    open_store,
+    selection_from,
+    selection_options,
+    settings_from,
+    stat_options,
+)
 
 #: Figure ids, also the KIND argument of ``stabstat chart`` (kept here so --help is cheap;
 #: a test checks it equals stabstat.report.FIGURES).
@@ -29,7 +36,8 @@ CHART_KINDS = (
 )
 
 
-def _downsampling(f: Any) -> Any:
+def _downsampling(f: F) -> F:
+    """--max-runs, --points: downsampling of the loss and gradient charts."""
     f = click.option("--max-runs", "max_runs", type=click.IntRange(min=1), default=None,
                      help="Draw at most this many loss curves one by one; beyond, quantile "
                           "bands per configuration [default: 200].")(f)
@@ -73,16 +81,16 @@ def report(by: str | None, claims: str | None, out: str, title: str | None,
         stabstat report --db sweep.duckdb --metric mcc --resamples 2000 --out cola.html
     """
     from stabstat.report import PAGE_BUDGET_BYTES, build_report
-    from stabstat.store import Store
 
-    # Claims keep their file's [defaults] unless a statistics option was given explicitly
-    # (as `stabstat check --resamples/--seed` does).
+    # Claims keep their file's [defaults] unless a statistics option was given explicitly;
+    # then all of this command's statistics settings replace them (the "settings" form of
+    # stabstat.claims.claims_settings, which says how it differs from `stabstat check`).
     ctx = click.get_current_context()
     given = [name for name in ("resamples", "seed", "ci_method", "confidence")
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    claims_settings = _settings(kw) if claims and given else None
-    with Store.open(db) as store:
-        rep = build_report(store, by=by, selection=_selection(kw), settings=_settings(kw),
+    claims_settings = settings_from(kw) if claims and given else None
+    with open_store(db) as store:
+        rep = build_report(store, by=by, selection=selection_from(kw), settings=settings_from(kw),
                            claims=claims, title=title, max_runs_drawn=max_runs,
                            loss_points=points, claims_settings=claims_settings)
         path = rep.write(out)
@@ -129,14 +137,13 @@ def chart(kind: str, by: str | None, out: str, fmt: str | None, scale: float,
     from stabstat import charts
     from stabstat.errors import SelectionError
     from stabstat.report import chart as report_chart
-    from stabstat.store import Store
 
     kind_fmt = fmt or Path(out).suffix.lstrip(".").lower()
     if kind_fmt not in ("png", "svg", "json"):
         raise SelectionError(f"--out {out}: cannot tell the format from the suffix; "
                              "use .png, .svg or .json, or pass --format png|svg|json")
-    with Store.open(db) as store:
-        ch = report_chart(store, kind, by=by, selection=_selection(kw), settings=_settings(kw),
+    with open_store(db) as store:
+        ch = report_chart(store, kind, by=by, selection=selection_from(kw), settings=settings_from(kw),
                           max_runs_drawn=max_runs, loss_points=points)
     charts.save(ch, out, fmt=kind_fmt, scale=scale)
     click.echo(f"wrote {out}")
