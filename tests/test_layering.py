@@ -69,7 +69,8 @@ STABSTAT_LAYERS: dict[str, frozenset[str]] = {
     "stabstat.rundir": _layer_rule("schemas", "stabstat.errors"),
     "stabstat.validate": _layer_rule("schemas", "stabstat.errors", "stabstat.rundir"),
     # the database: never knows where a run came from
-    "stabstat.store": _layer_rule("stabstat.store", "schemas", "stabstat.errors", "stabstat.rundir"),
+    "stabstat.store": _layer_rule("stabstat.store", "schemas", "stabstat.errors", "stabstat._text",
+                                  "stabstat.rundir"),
     # the front door: formats -> store
     "stabstat.ingest": _layer_rule("stabstat.ingest", "schemas", "stabstat.errors", "stabstat.rundir",
                                    "stabstat.validate", "stabstat.remote", "stabstat.store"),

@@ -16,7 +16,6 @@ pandas: ~0.7 s of start-up for every ``stabstat ingest``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import schemas
 from stabstat import rundir
+from stabstat._text import json_safe
 from stabstat.store.connection import quote_ident
 from stabstat.store.schema import (
     DUCK_TYPES,
@@ -154,17 +154,7 @@ def _json_text(obj: Any) -> str | None:
     """JSON text for a JSON column; NaN/inf become null (DuckDB's JSON rejects them)."""
     if obj is None:
         return None
-
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
-
-    return json.dumps(clean(obj), default=str, allow_nan=False)
+    return json.dumps(json_safe(obj), default=str, allow_nan=False)
 
 
 def _timestamp(value: Any) -> datetime | None:
