@@ -16,6 +16,9 @@ is sampled with psutil every 10 ms (the process' resident set while the variant 
 
 Target (issue 4): ours / reference <= 1.3, memory bounded.
 
+The ``ingest`` area also runs :mod:`benchmarks.bench_hf` (Hugging Face ``trainer_state.json``
+runs against DuckDB's ``read_json``), whose rows follow these.
+
 Run alone: ``python -m benchmarks.bench_ingest [--quick]``.
 """
 
@@ -178,6 +181,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     con.close()
     ours_med, raw_med = statistics.median(ours_t), statistics.median(raw_t)
     label = f"{size['runs']} runs x {size['steps']} steps x {size['layers']} layers ({n_rows:,} rows)"
+    from benchmarks import bench_hf  # imports this module: not at the top
+
     return [
         {
             "benchmark": f"ingest {label}",
@@ -209,6 +214,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "target": "bounded (report)",
             "note": "process RSS sampled every 10 ms while each variant runs (includes the Python interpreter)",
         },
+        *bench_hf.run(quick=quick),
     ]
 
 

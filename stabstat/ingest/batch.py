@@ -19,13 +19,14 @@ import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stabstat.errors import InputFormatError, StabstatError
 from stabstat.ingest import registry
-from stabstat.ingest.discover import discover
-from stabstat.ingest.source import PrepareOptions, Reject, RunInput, SourceAdapter
+from stabstat.ingest.discover import FoundRun, find_runs  # issue 12: runs with their roots
+from stabstat.ingest.source import PrepareOptions, Reject, RunInput, prepare_runs
 from stabstat.store import load
 from stabstat.store.connection import first_line
 from stabstat.store.load import IngestReport, Rejection
@@ -55,6 +56,7 @@ def ingest(
     *,
     fmt: str = "auto",
     params: Mapping[str, Any] | None = None,
+    options: PrepareOptions | None = None,
     progress: ProgressArg = None,
     validate: str = "fast",
     batch_runs: int = 200,
@@ -70,10 +72,15 @@ def ingest(
     paths
         Run directories, folders searched recursively, run.json or trainer_state.json files.
     fmt
-        ``auto`` (detect per folder), ``stabstat`` or ``hf``; see :func:`~stabstat.ingest.discover.discover`.
+        ``auto`` (detect per folder) or a registered format (``stabstat``, ``hf``,
+        ``tensorboard``, ``lightning``, ``table``); see :func:`~stabstat.ingest.discover.find_runs`.
     params
-        Extra factors for Hugging Face runs (``--param key=value``), over folder names and
-        side files.
+        Extra factors for runs of every format (``--param key=value``), over everything the
+        runs' own files say.
+    options
+        What the adapters need besides the paths (issue 12): ``tag_map`` (``--map``),
+        ``table`` (a table file's column roles), ``inform`` (lines saying what was inferred);
+        ``known``, ``params`` and ``root`` are set here.
     progress
         None, a callable ``progress(done, total)`` (runs handled so far, runs found), or an
         object with ``update(n)`` / ``close()``. The CLI passes a click progress bar.
@@ -98,7 +105,7 @@ def ingest(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = list(paths)
-    found = [(registry.get(name), d) for name, d in discover(paths, fmt)]
+    found = find_runs(paths, fmt, inform=options.inform if options else None)
     if not found:
         where = ", ".join(map(str, paths))
         markers = registry.join_words([m for a in registry.adapters() for m in a.marker_files], "and")
@@ -107,7 +114,9 @@ def ingest(
     bar = _ProgressAdapter(progress, len(found))
     try:
         # the helper thread sees job.existing grow as batches commit (same dict)
-        job.run(found, PrepareOptions(known=job.existing, params=params or {}), full=validate == "full", bar=bar)
+        base = options or PrepareOptions()
+        opts = replace(base, known=job.existing, params={**base.params, **(params or {})})
+        job.run(found, opts, full=validate == "full", bar=bar)
     finally:
         bar.close()
     return job.report
@@ -130,24 +139,34 @@ class _ProgressAdapter:
         else:
             self.progress(self.done, self.total)
 
+    def grow(self, n: int) -> None:
+        """``n`` more runs than paths found (one table file holds many runs)."""
+        self.total += n
+        if self.progress is not None and hasattr(self.progress, "total"):
+            self.progress.total += n
+
     def close(self) -> None:
         close = getattr(self.progress, "close", None) if hasattr(self.progress, "update") else None
         if close is not None:
             close()
 
 
-def _prepare(adapter: SourceAdapter, d: Path, options: PrepareOptions, full: bool) -> RunInput | Reject:
-    """One run through its adapter (in the helper thread); a rejection is returned, not raised."""
+def _prepare(item: FoundRun, options: PrepareOptions, full: bool) -> list[RunInput] | Reject:
+    """The runs of one path through its adapter (in the helper thread; a table file holds
+    many); a rejection is returned, not raised."""
+    d = item.path
     try:
-        run = adapter.prepare(d, options)
-        if full and not run.unchanged and run.validate_dir is not None:
+        runs = prepare_runs(item.adapter, d, replace(options, root=item.root))
+        for run in runs if full else ():
+            if run.unchanged or run.validate_dir is None:
+                continue
             from stabstat.validate import validate_run
 
             problems = validate_run(run.validate_dir)
             if problems:
                 more = f" (and {len(problems) - 1} more: run `stabstat validate {run.validate_dir}`)" if len(problems) > 1 else ""
                 raise Reject(f"{problems[0]}{more}")
-        return run
+        return runs
     except Reject as exc:
         return exc
     except (OSError, StabstatError) as exc:  # unreadable file, permissions, ...
@@ -178,7 +197,7 @@ class _Ingest:
             self.on_rejected(rej)
 
     def run(
-        self, found: list[tuple[SourceAdapter, Path]], options: PrepareOptions, *, full: bool, bar: _ProgressAdapter
+        self, found: list[FoundRun], options: PrepareOptions, *, full: bool, bar: _ProgressAdapter
     ) -> None:
         """Prepare every run (one helper thread working ahead) and load them in batches."""
         from concurrent.futures import ThreadPoolExecutor
@@ -191,21 +210,26 @@ class _Ingest:
         # DuckDB insert in parallel without keeping the files' row order: ~20% less CPU.
         self.store.con.execute("SET preserve_insertion_order = false")
         try:
-            prepared = pool.map(lambda item: _prepare(item[0], item[1], options, full), found)
-            for (_adapter, d), run_or_rej in zip(found, prepared, strict=True):
-                run = self._admit(d, run_or_rej, seen)
-                if run is None:
-                    bar.advance(1)
-                    continue
-                batch.append(run)
-                batch_n += run.n_rows
-                # A small first batch gets DuckDB busy while the helper thread reads ahead.
-                limit = self.batch_runs if n_batches else max(1, min(self.batch_runs, 25))
-                if len(batch) >= limit or batch_n >= self.batch_rows:
-                    self.load_batch(batch)
-                    n_batches += 1
-                    bar.advance(len(batch))
-                    batch, batch_n = [], 0
+            prepared = pool.map(lambda item: _prepare(item, options, full), found)
+            for item, runs_or_rej in zip(found, prepared, strict=True):
+                d = item.path
+                runs: list[RunInput | Reject] = [runs_or_rej] if isinstance(runs_or_rej, Reject) else [*runs_or_rej]
+                if len(runs) != 1:
+                    bar.grow(len(runs) - 1)  # issue 12: a table file holds many runs (or none)
+                for run_or_rej in runs:
+                    run = self._admit(d, run_or_rej, seen)
+                    if run is None:
+                        bar.advance(1)
+                        continue
+                    batch.append(run)
+                    batch_n += run.n_rows
+                    # A small first batch gets DuckDB busy while the helper thread reads ahead.
+                    limit = self.batch_runs if n_batches else max(1, min(self.batch_runs, 25))
+                    if len(batch) >= limit or batch_n >= self.batch_rows:
+                        self.load_batch(batch)
+                        n_batches += 1
+                        bar.advance(len(batch))
+                        batch, batch_n = [], 0
             if batch:
                 self.load_batch(batch)
                 bar.advance(len(batch))
@@ -264,6 +288,18 @@ class _Ingest:
                     self.load_batch([run])
                 return
             run = batch[0]
+            jf = load.json_files(run)
+            if jf is not None:
+                # DuckDB's JSON reader refused it: read this run in Python instead, which
+                # names the file, entry and field of a malformed file, or loads it.
+                try:
+                    jf.reader.fallback(run)
+                except (Reject, StabstatError, OSError) as rej:
+                    self.reject(run.source, first_line(rej), run)
+                    return
+                if load.json_files(run) is None:  # no JSON tables left: cannot come back here
+                    self.load_batch([run])
+                    return
             self.reject(run.source, explain_failure(run, exc), run)
             return
         for run in batch:

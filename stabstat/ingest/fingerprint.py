@@ -41,12 +41,13 @@ def hf_fingerprint(
     reader_version: int, run_dir: Path, params: Mapping[str, Any] | None, files: Iterable[Path]
 ) -> str:
     """Fingerprint of a Hugging Face run: the reader's version, the resolved run directory, the
-    ``--param`` factors and the path and bytes of every file read (state files and side files;
-    they are small, and a checkpoint folder's mtime says nothing about its state file)."""
+    ``--param`` factors and the path, size and mtime of every file read (state files and side
+    files, in any order). The Trainer rewrites a state file whenever it saves, which changes
+    its mtime; the files' contents are not read (hashing them cost more than DuckDB's reading)."""
     h = hashlib.sha256()
     h.update(json.dumps([reader_version, str(run_dir.resolve()), sorted((params or {}).items(), key=str)],
                         default=str).encode())
-    for f in files:
-        h.update(str(f).encode())
-        h.update(f.read_bytes())
+    for f in sorted(files):
+        st = os.stat(f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()

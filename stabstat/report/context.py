@@ -160,10 +160,12 @@ class ReportContext:
         return chartdata.loss_curves_data(self.store, sel_runs, **self.loss_kw)
 
     def gradient_collapse(self) -> AnalysisResult:
-        """The collapse test of :func:`stabstat.analysis.gradients` over the selection."""
-        from stabstat import analysis as A
+        """The collapse test of :func:`stabstat.analysis.gradients` over the selected runs
+        (grouped by failure status only), without what the page does not show (the per-layer
+        section, the log10-ratio bootstrap): the selection is not made again."""
+        from stabstat.analysis.gradients import gradients_frame
 
-        return A.gradients(self.store, selection=self.selection, settings=self.settings)
+        return gradients_frame(self.store, self.runset, settings=self.settings, per_layer=False, ratio_test=False)
 
     def check_claims(self, path: str | Path, settings: Settings | None) -> CheckResult:
         """:func:`stabstat.claims.check` of a claims file (``settings``: see
@@ -200,16 +202,18 @@ def build_context(store: Store, *, by: str | None, selection: Selection | None,
     SelectionError when ``by`` is None and not exactly one factor varies.
     """
     from stabstat import analysis as A
+    from stabstat.report.configs import choose_configuration, combine_factors
 
     sel = selection or A.Selection()
     cfg = settings or A.Settings()
     # DuckDB draws a progress bar on stdout for long queries; a report must not.
     with contextlib.suppress(Exception):
         store.con.execute("SET enable_progress_bar = false")
-    if by is None:
-        probe = A.select_runs(store, [], selection=sel)
-        by = _choose_by(store, probe.frame)
-    runset = A.select_runs(store, [by], selection=sel)
+    if by is None:  # one factor, or aliased factors named by all of them (report.configs)
+        names = choose_configuration(store, A.select_runs(store, [], selection=sel).frame, only)
+    else:
+        names = [by]
+    runset = combine_factors(A.select_runs(store, names, selection=sel), names)
     by = runset.by[0]
     frame = runset.frame
     tasks: list[Level] = []

@@ -2,8 +2,9 @@
 
 The store does not know where a run came from: a run arrives as a :class:`LoadableRun` (its
 ``runs`` row as a run.json-like dict, its factors, and per contract table a :class:`TableData`:
-Parquet files read by DuckDB itself, or typed column lists), and ``source_format`` is just a
-value for the ``runs`` column. The caller owns the transaction; the primitives are
+Parquet files read by DuckDB itself, typed column lists, or JSON files that DuckDB reads and a
+format's SQL (:class:`JsonReader`) shapes into rows), and ``source_format`` is just a value for
+the ``runs`` column. The caller owns the transaction; the primitives are
 :func:`apply_factor_columns` (ALTER TABLE for new or widened factors), :func:`insert_runs`
 (DELETE the replaced runs, INSERT the new rows), and :func:`record_ingests` (the ``ingests`` log).
 
@@ -11,12 +12,22 @@ Rows held by Python go in as one list parameter per column (``INSERT ... SELECT
 unnest(?::T[]), ...``): never ``executemany`` or multi-row VALUES (milliseconds per row or per
 parameter), and never an Arrow table (registering one, or ``pa.array`` on a list, imports
 pandas: ~0.7 s of start-up for every ``stabstat ingest``).
+
+JSON files (e.g. Hugging Face ``trainer_state.json``) are never parsed by Python on the way in:
+the runs of one batch that share a :class:`JsonReader` are staged by DuckDB's own reader
+(``read_json`` over all their files in one statement, into temporary tables), the reader's
+``facts`` query returns one small row per run (status, metric names, row counts) that its
+``finish`` callback writes into the run before its ``runs`` row is inserted, and each table's
+rows are inserted with one ``INSERT ... SELECT`` from the staged rows. A file DuckDB cannot
+read (or that the reader's SQL finds malformed: ``error()``) fails the statement, so the batch
+is rolled back and retried run by run, where :attr:`JsonReader.fallback` reads the failing
+run in Python (one-line rejection naming the file and entry, or column lists to load).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,12 +51,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IngestReport",
+    "JsonFiles",
+    "JsonReader",
     "LoadableRun",
     "Rejection",
     "TableData",
     "apply_factor_columns",
     "insert_columns",
     "insert_runs",
+    "json_files",
     "now",
     "record_ingests",
 ]
@@ -108,21 +122,62 @@ class IngestReport:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class JsonReader:
+    """How DuckDB turns one JSON-based format's files into contract rows (shared by all runs
+    of that format; see the module docstring for the flow).
+
+    ``stage``: SQL statements run in order, each creating one temporary table (named in
+    ``temp_tables``, dropped afterwards). They get three list parameters, one entry per file
+    of the batch: ``$files`` (VARCHAR[], paths as given to ``read_json(..., filename =
+    true)``, which returns them unchanged), ``$runs`` (VARCHAR[], the file's run_id) and
+    ``$pos`` (INTEGER[], the file's position among its run's files, in the adapter's order).
+    A malformed file must make a statement fail (``error('...')`` in SQL).
+    ``selects``: contract table -> SELECT over the temporary tables yielding that table's
+    columns in contract order (run_id first). ``facts``: SELECT over them yielding one row
+    per run, ``run_id`` first; ``finish(run, facts)`` gets that row as a dict and completes
+    the run (status, ``run_json``, each :attr:`TableData.rows`) before it is stored.
+    ``fallback(run)``: read the run without DuckDB (only after it failed to load alone):
+    raise :class:`stabstat.ingest.Reject`-like exceptions with the one-line reason, or
+    replace the run's JSON tables by column lists to load.
+    """
+
+    name: str
+    stage: tuple[str, ...]
+    temp_tables: tuple[str, ...]
+    selects: Mapping[str, str]
+    facts: str
+    finish: Callable[[Any, dict[str, Any]], None]
+    fallback: Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class JsonFiles:
+    """The JSON files of one run for :class:`JsonReader` ``reader`` (the adapter's order:
+    ``$pos`` counts along it). Every JSON table of the run holds the same instance."""
+
+    reader: JsonReader
+    files: tuple[str, ...]
+
+
 @dataclass
 class TableData:
-    """One contract table of one run, in one of two forms (or both, concatenated).
+    """One contract table of one run, in one of three forms (or several, concatenated).
 
     ``files``: Parquet files DuckDB reads itself (``read_parquet``; the zero-copy path), with
     the distinct Arrow schemas among them in ``file_schemas`` (files of one layout are read as
     they are; mixed layouts are matched by column name). ``columns``: contract column name ->
-    values (equal lengths, contract order), for rows a reader built in Python. ``rows``: the
-    table's row count (for batching and the ``ingests`` log).
+    values (equal lengths, contract order), for rows a reader built in Python. ``json``: JSON
+    files that DuckDB reads and a :class:`JsonReader` shapes into this table's rows.
+    ``rows``: the table's row count (for batching and the ``ingests`` log; for ``json`` an
+    estimate until the reader's ``finish`` sets it).
     """
 
     files: list[str] = field(default_factory=list)
     file_schemas: list[pa.Schema] = field(default_factory=list)
     columns: dict[str, list[Any]] = field(default_factory=dict)
     rows: int = 0
+    json: JsonFiles | None = None
 
 
 class LoadableRun(Protocol):
@@ -228,6 +283,7 @@ def insert_runs(store: Store, batch: Sequence[LoadableRun], existing: Mapping[st
         for name in [*contract.table_names, "majority", "runs"]:
             con.execute(f"DELETE FROM {quote_ident(name)} WHERE list_contains(?::VARCHAR[], run_id)", [stale])
 
+    readers = _stage_json(store, batch)  # before the runs rows: it completes their status
     _insert_runs_rows(store, batch)
     majority_rows = [row for r in batch for row in r.majority]
     _insert_rows(store, "majority", ["run_id", "metric", "value"], ["VARCHAR", "VARCHAR", "DOUBLE"], majority_rows)
@@ -250,10 +306,51 @@ def insert_runs(store: Store, batch: Sequence[LoadableRun], existing: Mapping[st
         if with_columns:
             merged = {c: [v for cd in with_columns for v in cd[c]] for c in t.column_names}
             insert_columns(store, t.name, merged, [DUCK_TYPES[c.type] for c in t.columns])
+        for reader in readers:
+            if t.name in reader.selects:
+                con.execute(f"INSERT INTO {quote_ident(t.name)} ({cols}) {reader.selects[t.name]}")
+    for reader in readers:
+        for temp in reader.temp_tables:
+            con.execute(f"DROP TABLE IF EXISTS {quote_ident(temp)}")
     record_ingests(
         store,
         [(ingest_id, r, r.source, "replaced" if r.run_id in existing else "ingested", None) for r in batch],
     )
+
+
+def json_files(run: LoadableRun) -> JsonFiles | None:
+    """The run's :class:`JsonFiles` (every JSON table of a run holds the same), or None."""
+    return next((d.json for d in run.tables.values() if d.json is not None), None)
+
+
+def _stage_json(store: Store, batch: Sequence[LoadableRun]) -> list[JsonReader]:
+    """Stage the JSON files of the batch's runs (one set of statements per reader, every file
+    of the batch at once) and complete each run from its facts row; the readers staged."""
+    groups: dict[str, tuple[JsonReader, list[LoadableRun]]] = {}
+    for run in batch:
+        jf = json_files(run)
+        if jf is not None:
+            groups.setdefault(jf.reader.name, (jf.reader, []))[1].append(run)
+    for reader, runs in groups.values():
+        files: list[str] = []
+        run_ids: list[str] = []
+        pos: list[int] = []
+        for run in runs:
+            jf = json_files(run)
+            assert jf is not None
+            files += jf.files
+            run_ids += [run.run_id] * len(jf.files)
+            pos += range(len(jf.files))
+        params = {"files": files, "runs": run_ids, "pos": pos}
+        for sql in reader.stage:
+            # only the parameters a statement names may be passed to it
+            store.con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+        cur = store.con.execute(reader.facts)
+        names = [d[0] for d in cur.description]
+        facts = {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+        for run in runs:
+            reader.finish(run, facts.get(run.run_id, {}))
+    return [reader for reader, _ in groups.values()]
 
 
 def _insert_runs_rows(store: Store, batch: Sequence[LoadableRun]) -> None:

@@ -44,6 +44,9 @@ import schemas
 from stabstat.errors import InputFormatError, StabstatError
 from stabstat.ingest.fingerprint import hf_fingerprint
 from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableData, scalar_factors
+from stabstat.ingest.sources import hf_duckdb
+from stabstat.ingest.sources.hf_duckdb import STATE_SCALARS
+from stabstat.store.load import JsonFiles, JsonReader
 from stabstat.store.schema import parse_value
 
 if TYPE_CHECKING:
@@ -63,12 +66,13 @@ __all__ = [
 ]
 
 STATE_FILE = "trainer_state.json"
-#: Bumped when the reader's output changes, so re-ingesting replaces runs read by an older one.
-READER_VERSION = 1
+#: Bumped when the reader's output changes, so re-ingesting replaces runs read by an older one
+#: (2: read by DuckDB; environment.trainer_state holds TrainerState's non-null scalars).
+READER_VERSION = 2
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 #: Per-evaluation bookkeeping keys of the Trainer, not metrics.
-_EVAL_SKIP = {"runtime", "samples_per_second", "steps_per_second", "model_preparation_time", "epoch", "step"}
+_EVAL_SKIP = set(hf_duckdb.EVAL_SKIP)
 #: Keys of ``config.json`` that mark a model configuration (from ``save_pretrained``).
 _MODEL_CONFIG_KEYS = {"architectures", "model_type", "transformers_version"}
 
@@ -263,10 +267,23 @@ def read_hf_run(
     """
     d = Path(run_dir)
     states = _read_states(d)
+    run_id = make_run_id(d)
+    rows, status, metrics = _rows_and_status(states, run_id)
+    run_json, side_files = _metadata(d, states[-1], params, run_id, status, metrics)
+    used = [f for f, _ in states] + side_files
+    return HFRun(
+        run_id=run_id, run_dir=d, run_json=run_json, rows=rows,
+        files=used, fingerprint=hf_fingerprint(READER_VERSION, d, params, used),
+    )
+
+
+def _rows_and_status(
+    states: list[tuple[Path, dict[str, Any]]], run_id: str,
+) -> tuple[dict[str, list[list[Any]]], str, list[str]]:
+    """The ``steps``/``evals`` rows (contract column order), the status and the metric names
+    of a run's states (oldest first)."""
     newest = states[-1][1]
     train, evals, finished = _read_history(states)
-
-    run_id = make_run_id(d)
     contract = schemas.load()
     steps_rows = [train[s] for s in sorted(train)]
     for row in steps_rows:  # finite-only columns: non-finite means undefined -> null
@@ -286,33 +303,28 @@ def read_hf_run(
     gs, ms = newest.get("global_step"), newest.get("max_steps")
     reached = isinstance(gs, int) and isinstance(ms, int) and ms > 0 and gs >= ms
     status = "diverged" if diverged else ("completed" if finished or reached else "interrupted")
-
-    run_json, side_files = _metadata(d, states[-1], params, run_id, status, sorted({k[2] for k in keys}))
-    used = [f for f, _ in states] + side_files
-    return HFRun(
-        run_id=run_id, run_dir=d, run_json=run_json, rows={"steps": steps, "evals": evals_rows},
-        files=used, fingerprint=hf_fingerprint(READER_VERSION, d, params, used),
-    )
+    return {"steps": steps, "evals": evals_rows}, status, sorted({k[2] for k in keys})
 
 
 def _metadata(
     d: Path, newest: tuple[Path, dict[str, Any]], params: Mapping[str, Any] | None,
-    run_id: str, status: str, metrics: list[str],
+    run_id: str, status: str, metrics: list[str] | None,
 ) -> tuple[dict[str, Any], list[Path]]:
     """The run.json-like dict of an HF run (factors: folder names < side files < ``params``),
-    and the side files read."""
+    and the side files read. ``metrics`` None: no ``task.metrics`` yet (a side file's stays)."""
     newest_path, state = newest
     config = hive_factors(d.resolve())
     side, task, side_files = _side_factors(d, newest_path)
     config.update(side)
     config.update(params or {})
-    task_info: dict[str, Any] = {"metrics": metrics}
+    task_info: dict[str, Any] = {} if metrics is None else {"metrics": metrics}
     if task:
         task_info.update(task)
     environment = {
         "source": f"Hugging Face Trainer {STATE_FILE}",
         "state_file": str(newest_path),
-        "trainer_state": {k: v for k, v in state.items() if isinstance(v, (bool, int, float, str)) or v is None},
+        "trainer_state": {k: state[k] for k in STATE_SCALARS
+                          if k in state and isinstance(state[k], (bool, int, float, str))},
     }
     run_json: dict[str, Any] = {
         "schema_version": schemas.load().version,
@@ -395,7 +407,10 @@ class HFSource:
 
     A folder holding ``trainer_state.json`` itself or in ``checkpoint-*/`` is a run (strength
     2). A ``trainer_state.json`` or a ``checkpoint-<n>/`` folder given by the user belongs to
-    the run above it. Rows are read in Python and handed to the store as column lists.
+    the run above it. ``prepare`` reads no state file: it lists them, reads the side files and
+    fingerprints the run from file sizes and modification times; DuckDB reads the state files
+    of a whole batch at load time (:data:`READER`, the SQL in :mod:`.hf_duckdb`), which also
+    decides the status. A run DuckDB cannot load is read by :func:`read_hf_run` instead.
     """
 
     name: str = "hf"
@@ -412,17 +427,90 @@ class HFSource:
         return None
 
     def prepare(self, path: Path, options: PrepareOptions) -> RunInput:
+        files = state_files(path)
+        if not files:
+            raise Reject(f"{path}: no {STATE_FILE} here or in checkpoint-*/ folders")
+        # Checkpoints (by folder name) first, the folder's own file last: DuckDB ranks the
+        # files by global_step, then by this order, so the own file wins a tie as in read_hf_run.
+        ordered = [f for f in files if f.parent != path] + [f for f in files if f.parent == path]
+        newest_guess = ordered[-1] if ordered[-1].parent == path else max(ordered, key=_checkpoint_number)
+        run_id = make_run_id(path)
         try:
-            hf = read_hf_run(path, params=options.params)
+            # task.metrics is set by _finish from the metric names DuckDB finds
+            run_json, side_files = _metadata(path, (newest_guess, {}), options.params, run_id, "interrupted", None)
         except StabstatError as exc:
             raise Reject(str(exc)) from None
-        rj = hf.run_json
-        tables = {}
-        for name, rows in hf.rows.items():
-            names = schemas.load().table(name).column_names
-            columns = {c: [row[j] for row in rows] for j, c in enumerate(names)}
-            tables[name] = TableData(columns=columns, rows=len(rows))
+        fingerprint = hf_fingerprint(READER_VERSION, path, options.params, [*ordered, *side_files])
+        if options.known.get(run_id) == fingerprint:
+            return RunInput(run_id=run_id, source=str(path), source_format=self.name, run_json=run_json,
+                            status="", fingerprint=fingerprint, factors={}, unchanged=True)
+        jf = JsonFiles(READER, tuple(str(f) for f in ordered))
+        # Row estimate for batching until finish() counts them: ~50 bytes of JSON per row at
+        # most (a compact training entry is ~100 bytes), so a batch's staged JSON stays bounded.
+        estimate = sum(f.stat().st_size for f in ordered) // 50
         return RunInput(
-            run_id=hf.run_id, source=str(path), source_format=self.name, run_json=rj, status=rj["status"],
-            fingerprint=hf.fingerprint, factors=scalar_factors(rj["config"]), tables=tables,
+            run_id=run_id, source=str(path), source_format=self.name, run_json=run_json, status="interrupted",
+            fingerprint=fingerprint, factors=scalar_factors(run_json["config"]),
+            tables={"steps": TableData(json=jf, rows=estimate), "evals": TableData(json=jf)},
         )
+
+
+def _checkpoint_number(f: Path) -> int:
+    m = _CHECKPOINT_RE.match(f.parent.name)
+    return int(m.group(1)) if m else -1
+
+
+def _finish(run: Any, facts: dict[str, Any]) -> None:
+    """Complete a run from its facts row of :data:`hf_duckdb.FACTS` (status, metric names,
+    the newest state file and its scalars, row counts); the rules of :func:`_rows_and_status`.
+    A run without a facts row (DuckDB read none of its files) fails its batch."""
+    if not facts:
+        raise Reject(f"{run.source}: DuckDB read none of its {STATE_FILE} files")
+    gs, ms = facts.get("global_step"), facts.get("max_steps")
+    gs_v, ms_v = (json.loads(x) if x is not None else None for x in (gs, ms))
+    reached = (isinstance(gs_v, int) and isinstance(ms_v, int) and not isinstance(gs_v, bool)
+               and not isinstance(ms_v, bool) and ms_v > 0 and gs_v >= ms_v)
+    if facts.get("diverged"):
+        status = "diverged"
+    else:
+        status = "completed" if facts.get("finished") or reached else "interrupted"
+    run.status = status
+    rj = run.run_json
+    rj["status"] = status
+    rj["task"] = {"metrics": list(facts.get("metrics") or []), **rj["task"]}
+    if facts.get("state_file"):
+        rj["environment"]["state_file"] = facts["state_file"]
+        scalars = {k: json.loads(facts[k]) for k in STATE_SCALARS if facts.get(k) is not None}
+        rj["environment"]["trainer_state"] = {k: v for k, v in scalars.items()
+                                              if isinstance(v, (bool, int, float, str))}
+    run.tables["steps"].rows = int(facts.get("n_steps") or 0)
+    run.tables["evals"].rows = int(facts.get("n_evals") or 0)
+
+
+def _fallback(run: Any) -> None:
+    """Read a run that DuckDB could not load with the Python reader: raise :class:`Reject`
+    with its one-line reason, or swap its JSON tables for column lists."""
+    d = Path(run.source)
+    try:
+        states = _read_states(d)
+        rows, status, metrics = _rows_and_status(states, run.run_id)
+    except StabstatError as exc:
+        raise Reject(str(exc)) from None
+    run.status = run.run_json["status"] = status
+    run.run_json["task"] = {"metrics": metrics, **run.run_json["task"]}
+    newest_path, state = states[-1]
+    run.run_json["environment"]["state_file"] = str(newest_path)
+    run.run_json["environment"]["trainer_state"] = {
+        k: state[k] for k in STATE_SCALARS if k in state and isinstance(state[k], (bool, int, float, str))}
+    contract = schemas.load()
+    for name, table_rows in rows.items():
+        names = contract.table(name).column_names
+        columns = {c: [row[j] for row in table_rows] for j, c in enumerate(names)}
+        run.tables[name] = TableData(columns=columns, rows=len(table_rows))
+
+
+#: How DuckDB reads trainer_state.json files (see :mod:`.hf_duckdb`).
+READER = JsonReader(
+    name="hf", stage=hf_duckdb.STAGE, temp_tables=hf_duckdb.TEMP_TABLES, selects=hf_duckdb.SELECTS,
+    facts=hf_duckdb.FACTS, finish=_finish, fallback=_fallback,
+)
