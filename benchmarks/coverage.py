@@ -10,8 +10,13 @@
   of p; Wald shown for contrast. Newcombe's interval for a difference, exactly, on a grid
   of (p_a, p_b); the BCa CI of a difference of means by simulation.
 
-Run: ``python -m benchmarks.coverage`` (``--quick`` for fewer repetitions). The slow test
-in ``tests/test_stats.py`` calls the same functions with few repetitions.
+* Small samples (n = 3..10, :func:`small_n_table`): coverage of BCa and percentile CIs of
+  the mean and of the SD on normal, lognormal and failure-mixture data: the measurement
+  behind ``stabstat.stats.default_ci_method`` (which interval a statistic gets at n).
+
+Run: ``python -m benchmarks.coverage`` (``--quick`` for fewer repetitions; ``--small-n``
+for the small-sample table only). The slow test in ``tests/test_stats.py`` calls the same
+functions with few repetitions.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from scipy.stats import binom
 from stabstat import stats
 
 FAILED_VALUE = 0.527
-TRUE_MEAN = {"lognormal": float(np.exp(0.5)), "failure-mixture": 0.85 * 0.70 + 0.15 * FAILED_VALUE}
+TRUE_MEAN = {"lognormal": float(np.exp(0.5)), "failure-mixture": 0.85 * 0.70 + 0.15 * FAILED_VALUE,
+             "normal": 0.70}
+#: True SDs: lognormal sqrt((e - 1) e); the mixture's from the law of total variance.
+TRUE_SD = {"lognormal": float(np.sqrt((np.e - 1.0) * np.e)),
+           "failure-mixture": float(np.sqrt(0.85 * 0.03**2 + 0.85 * 0.15 * (0.70 - FAILED_VALUE) ** 2)),
+           "normal": 0.03}
 
 
 def _sample(dist: str, rng: np.random.Generator, reps: int, n: int) -> np.ndarray:
@@ -34,12 +44,16 @@ def _sample(dist: str, rng: np.random.Generator, reps: int, n: int) -> np.ndarra
     if dist == "failure-mixture":
         ok = rng.normal(0.70, 0.03, size=(reps, n))
         return np.where(rng.random((reps, n)) < 0.15, FAILED_VALUE, ok)
+    if dist == "normal":
+        return rng.normal(0.70, 0.03, size=(reps, n))
     raise ValueError(f"unknown distribution {dist!r}")
 
 
 def bca_coverage(dist: str, *, n: int, reps: int, resamples: int = 2000, seed: int = 0,
-                 method: str = "bca", chunk: int = 100) -> float:
-    """Fraction of ``reps`` simulated data sets whose CI of the mean contains the true mean."""
+                 method: str = "bca", chunk: int = 100, statistic: str = "mean") -> float:
+    """Fraction of ``reps`` simulated data sets whose CI of ``statistic`` (``mean`` or
+    ``std``) contains the true value. A data set whose interval is undefined (NaN, e.g. all
+    values equal) counts as a miss."""
     ss = np.random.SeedSequence(seed)
     data_rng, boot_rng = (np.random.default_rng(s) for s in ss.spawn(2))
     hits = 0
@@ -47,8 +61,8 @@ def bca_coverage(dist: str, *, n: int, reps: int, resamples: int = 2000, seed: i
     while done < reps:
         m = min(chunk, reps - done)
         x = _sample(dist, data_rng, m, n)
-        res = stats.bootstrap_groups(x, statistic="mean", method=method, resamples=resamples, rng=boot_rng)
-        truth = TRUE_MEAN[dist]
+        res = stats.bootstrap_groups(x, statistic=statistic, method=method, resamples=resamples, rng=boot_rng)
+        truth = (TRUE_MEAN if statistic == "mean" else TRUE_SD)[dist]
         hits += sum(r.ci_low <= truth <= r.ci_high for r in res)
         done += m
     return hits / reps
@@ -103,8 +117,47 @@ def diff_coverage(*, n: int, reps: int, resamples: int = 2000, seed: int = 0) ->
     return hits / reps
 
 
+SMALL_N = tuple(range(3, 11))
+SMALL_N_DISTS = ("normal", "lognormal", "failure-mixture")
+
+
+def small_n_table(*, reps: int, resamples: int, ns: Sequence[int] = SMALL_N,
+                  dists: Sequence[str] = SMALL_N_DISTS) -> dict[tuple[str, str, int, str], float]:
+    """Coverage of BCa and percentile CIs of the mean and the SD at small n.
+
+    Returns ``{(statistic, dist, n, method): coverage}``; each cell simulates ``reps`` data
+    sets (both methods see the same data: same data seed, independent bootstrap draws).
+    """
+    out: dict[tuple[str, str, int, str], float] = {}
+    for statistic in ("mean", "std"):
+        for dist in dists:
+            for n in ns:
+                for method in ("bca", "percentile"):
+                    out[(statistic, dist, n, method)] = bca_coverage(
+                        dist, n=n, reps=reps, resamples=resamples, seed=1000 + n, method=method,
+                        statistic=statistic)
+    return out
+
+
+def print_small_n(reps: int, resamples: int) -> None:
+    """Print :func:`small_n_table` as the README's table (BCa / percentile per cell)."""
+    table = small_n_table(reps=reps, resamples=resamples)
+    print(f"Small samples, nominal 95%: {reps} data sets per cell, {resamples} resamples; BCa / percentile")
+    header = "".join(f"{n:>13}" for n in SMALL_N)
+    print(f"{'statistic':<6}{'distribution':<17}{header}")
+    for statistic in ("mean", "std"):
+        for dist in SMALL_N_DISTS:
+            cells = "".join(f"  {table[(statistic, dist, n, 'bca')]:.3f}/{table[(statistic, dist, n, 'percentile')]:.3f}"
+                            for n in SMALL_N)
+            print(f"{statistic:<6}{dist:<17}{cells}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    quick = "--quick" in args
+    if "--small-n" in args:
+        print_small_n(reps=400 if quick else 2000, resamples=2000)
+        return
     reps = 400 if quick else 2000
     resamples = 2000 if quick else 4000
     print(f"Bootstrap CI of the mean, nominal 95%: {reps} data sets per cell, {resamples} resamples each")

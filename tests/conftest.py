@@ -18,12 +18,31 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+#: The environment variable that points the tests at a GLUE copy (folders RTE, MRPC, CoLA, ...).
+GLUE_ENV = "STABSTAT_GLUE_DIR"
+#: Where the GLUE TSVs are looked for when ``$STABSTAT_GLUE_DIR`` is unset: beside the checkout.
+GLUE_BESIDE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "glue"
+
+
+def find_glue_dir() -> tuple[Path | None, str]:
+    """The GLUE folder (``$STABSTAT_GLUE_DIR``, else ``../shared/data/glue`` beside the
+    checkout) when it holds ``RTE/train.tsv``, and the reason when it does not."""
+    env = os.environ.get(GLUE_ENV)
+    folder = Path(env) if env else GLUE_BESIDE
+    if (folder / "RTE" / "train.tsv").is_file():
+        return folder, ""
+    where = f"${GLUE_ENV}={env}" if env else f"{folder} (${GLUE_ENV} unset)"
+    return None, (f"GLUE TSVs not found in {where}: set {GLUE_ENV} to a glue_data folder "
+                  "(one folder per task: RTE/train.tsv, ...)")
+
 
 #: Layers written by default (names and depths as runner.gradnorms produces them).
 DEFAULT_LAYERS: tuple[str, ...] = ("embeddings", "encoder.layer.0", "encoder.layer.1", "pooler", "classifier")
@@ -179,6 +198,16 @@ def hf_history(
         out.append({"epoch": last / 100, "step": last, "total_flos": 1.0, "train_loss": 0.6,
                     "train_runtime": 12.3, "train_samples_per_second": 10.0, "train_steps_per_second": 1.0})
     return out
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    """The GLUE TSV folder (see :func:`find_glue_dir`); the test is skipped, with the reason,
+    when there is none."""
+    folder, why = find_glue_dir()
+    if folder is None:
+        pytest.skip(why)
+    return folder
 
 
 @pytest.fixture

@@ -159,7 +159,8 @@ def test_compare_groups_and_tests(store) -> None:  # type: ignore[no-untyped-def
     fr = next(t for t in d["tests"] if t["test"] == "failure_rate_difference")
     assert fr["estimate"] == 0.5 and fr["ci_low"] > 0
     s = d["settings"]
-    assert s["resamples"] == 500 and s["seed"] == 1 and s["ci_method"] == "bca" and s["correction"] == "holm"
+    # The default interval is "auto" since issue 17 (item 9): BCa, percentile for the SD below 20 runs.
+    assert s["resamples"] == 500 and s["seed"] == 1 and s["ci_method"] == "auto" and s["correction"] == "holm"
     json.dumps(d, default=str)
     assert res.to_frame().height == 2
 
@@ -190,13 +191,26 @@ def test_failure_rate_one_and_two_factors(store) -> None:  # type: ignore[no-unt
 
 
 def test_failure_rate_separation_warns(store) -> None:  # type: ignore[no-untyped-def]
-    from stabstat.analysis import failure_rate
+    """Perfect separation in a numeric factor (every run at n_train 250 fails, none at 2000):
+    the logistic fit has no finite MLE, so the result warns and the p-value comes from the
+    permutation trend test (issue 17: this test used to fit no trend at all)."""
+    from stabstat.analysis import Selection, failure_rate
 
-    # With bias correction nobody fails: the trend is not estimable.
-    res = failure_rate(store, "bias_correction", settings=fast())
-    assert [g["n_failed"] for g in res.groups] == [6, 0]
-    pair = res.tests[0]
-    assert pair["test"] == "failure_rate_difference" and pair["p_value"] < 0.05
+    sel = Selection(filters={"bias_correction": False}, where="n_train IN (250, 2000)")
+    res = failure_rate(store, "n_train", selection=sel, settings=fast())
+    assert [(g["n_train"], g["n_failed"], g["n_runs"]) for g in res.groups] == [(250, 3, 3), (2000, 0, 3)]
+    (trend,) = [t for t in res.tests if t["test"] == "logistic_trend"]
+    assert trend["separation"] is True
+    assert trend["p_method"].startswith("permutation trend test") and trend["direction"] == "decreasing"
+    # 6 runs, 3 failed, all at one size: two of the C(6, 3) = 20 labellings are as extreme
+    # (two-sided); 500 permutations put the Monte-Carlo SD at ~0.013.
+    assert trend["p_value"] == pytest.approx(2 / 20, abs=0.04)
+    assert any(w.startswith("trend of failure in n_train: ") and "separation" in w for w in res.warnings)
+    # Without separation (both factors' levels mixed) the same call fits a Wald test, no warning.
+    mixed = failure_rate(store, "n_train", selection=Selection(filters={"bias_correction": False}), settings=fast())
+    (t2,) = [t for t in mixed.tests if t["test"] == "logistic_trend"]
+    assert t2["separation"] is False and t2["p_method"] == "GLM Wald z"
+    assert not any("trend of failure" in w for w in mixed.warnings)
 
 
 def test_variance_against_train_loss(store) -> None:  # type: ignore[no-untyped-def]

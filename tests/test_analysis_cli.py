@@ -121,8 +121,25 @@ def test_every_analysis_command_has_help_with_example() -> None:
 @pytest.mark.parametrize("cmd", [["failure-rate", "--by", "n_train"], ["gradients"], ["variance"],
                                  ["compare", "--by", "n_train"]])
 def test_csv_output_for_every_command(db: str, cmd: list[str]) -> None:
-    r = run(*cmd, "--db", db, "--format", "csv", *FAST)
+    """The CSV holds the JSON's groups (one row each, same columns and values) and then its
+    tests (issue 17: this test used to check only that the output was not empty)."""
+    import io
+
+    import polars as pl
+
+    r = CliRunner().invoke(cli, [*cmd, "--db", db, "--format", "csv", *FAST])
     assert r.exit_code == 0, r.output
-    blocks = r.output.strip().split("\n\n")
-    assert blocks[0].splitlines()[0]  # a header row
+    j = json.loads(CliRunner().invoke(cli, [*cmd, "--db", db, "--format", "json", *FAST]).stdout)
+    blocks = r.stdout.strip("\n").split("\n\n")
+    assert len(blocks) == (2 if j["tests"] else 1)
+    groups = pl.read_csv(io.StringIO(blocks[0]))
+    assert groups.height == len(j["groups"]) > 0
+    assert groups.columns == list(j["groups"][0])
+    for col in ("n_runs", "n_failed"):
+        if col in groups.columns:
+            assert groups[col].to_list() == [g[col] for g in j["groups"]]
+    if j["tests"]:
+        tests = pl.read_csv(io.StringIO(blocks[1]), infer_schema_length=None)
+        assert tests.height == len(j["tests"])
+        assert tests["test"].to_list() == [t["test"] for t in j["tests"]]
     assert "Traceback" not in r.output

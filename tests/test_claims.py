@@ -80,7 +80,7 @@ def test_verdicts(store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def
     assert verdicts == ["PASS", "PASS", "INCONCLUSIVE", "PASS", "FAIL"]
     assert not res.ok and res.counts() == {"PASS": 3, "FAIL": 1, "INCONCLUSIVE": 1}
     fr = res.claims[0]
-    assert fr.estimate == 0.5 and fr.n == {"False": 12, "True": 12}
+    assert fr.estimate == 0.5 and fr.n == {"false": 12, "true": 12}  # TOML's spelling (issue 17 item 14)
     assert fr.p_adjusted >= fr.p_value
     assert res.claims[4].detail.endswith("(paired by seed)")
     assert res.settings["resamples"] == 500 and res.settings["seed"] == 3 and res.settings["correction"] == "holm"
@@ -171,24 +171,27 @@ lower = false
 """
     res = check(store, write(tmp_path, text))
     sd, med = res.claims
-    assert sd.n == {"False": 6, "True": 12} and "(successful runs)" in sd.detail
+    assert sd.n == {"false": 6, "true": 12} and "(successful runs)" in sd.detail
     assert sd.verdict == "INCONCLUSIVE"  # without the failed runs the SDs are alike
     assert med.verdict == "PASS" and med.estimate > 0
     assert res.settings["correction"] == "bh"
 
 
 def test_claims_settings_merges_in_one_place() -> None:
-    """The two merge forms of claims_settings, pinned as they are (their disagreement is a
-    separate issue): a whole Settings replaces the file's four statistics settings; overrides
-    replace them field by field; correction: argument > file > settings."""
+    """One precedence rule, field by field (issue 17 item 11; this test pinned the old two
+    forms): command line > the file's [defaults] > Settings' defaults. A whole Settings
+    (Python API) replaces the file's values; correction given as an argument still wins."""
     from stabstat.claims import claims_settings
 
     defaults = {"resamples": 400, "seed": 3, "correction": "bh"}
     assert claims_settings(defaults) == Settings(resamples=400, seed=3, correction="bh")
     assert claims_settings(defaults, overrides={"seed": 7, "resamples": None}) == Settings(
         resamples=400, seed=7, correction="bh")
+    assert claims_settings(defaults, overrides={"ci_method": "percentile", "correction": "none"}) == Settings(
+        resamples=400, seed=3, ci_method="percentile", correction="none")
+    assert claims_settings({}, overrides={"confidence": 0.9}) == Settings(confidence=0.9)
     given = Settings(resamples=900, seed=1, ci_method="percentile", confidence=0.9, correction="none")
-    assert claims_settings(defaults, settings=given) == Settings(
-        resamples=900, seed=1, ci_method="percentile", confidence=0.9, correction="bh")
-    assert claims_settings({}, settings=given) == given
+    assert claims_settings(defaults, settings=given) == given
     assert claims_settings(defaults, settings=given, correction="holm").correction == "holm"
+    with pytest.raises(ValueError, match="unknown override"):
+        claims_settings(defaults, overrides={"alpha": 0.1})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -16,13 +15,6 @@ pytest.importorskip("datasets")
 from runner import tasks as rd  # noqa: E402
 from runner.tasks.synthetic import generate, word_list  # noqa: E402
 from stabstat.errors import ConfigError, InputFormatError  # noqa: E402
-
-GLUE = Path(os.environ.get("STABSTAT_GLUE_DIR", "/work/shared/data/glue"))
-needs_glue = pytest.mark.skipif(
-    not (GLUE / "RTE" / "train.tsv").is_file(),
-    reason=f"GLUE TSVs not found in {GLUE} (set STABSTAT_GLUE_DIR to a glue_data folder)",
-)
-
 
 # ---------------------------------------------------------------------------- metrics
 
@@ -71,8 +63,8 @@ def test_majority_scores() -> None:
 # ---------------------------------------------------------------------------- GLUE
 
 
-@needs_glue
-def test_glue_tasks_read_like_glue() -> None:
+def test_glue_tasks_read_like_glue(glue_dir: Path) -> None:
+    GLUE = glue_dir
     rte = rd.load_task({"task": "rte"}, data_dir=GLUE)
     assert (len(rte.train_a), len(rte.dev_a)) == (2490, 277)
     assert rte.train_b is not None and rte.label_names == ("entailment", "not_entailment")
@@ -95,17 +87,16 @@ def test_glue_tasks_read_like_glue() -> None:
     assert any('"' in t for t in mrpc.train_b or [])
 
 
-def _fake_glue(tmp_path: Path, task: str = "RTE") -> Path:
+def _fake_glue(tmp_path: Path, glue: Path, task: str = "RTE") -> Path:
     root = tmp_path / "glue"
     (root / task).mkdir(parents=True)
-    shutil.copy(GLUE / task / "dev.tsv", root / task / "dev.tsv")
-    shutil.copy(GLUE / task / "dev.tsv", root / task / "train.tsv")
+    shutil.copy(glue / task / "dev.tsv", root / task / "dev.tsv")
+    shutil.copy(glue / task / "dev.tsv", root / task / "train.tsv")
     return root
 
 
-@needs_glue
-def test_label_values_the_task_does_not_define(tmp_path: Path) -> None:
-    root = _fake_glue(tmp_path)
+def test_label_values_the_task_does_not_define(tmp_path: Path, glue_dir: Path) -> None:
+    root = _fake_glue(tmp_path, glue_dir)
     train = root / "RTE" / "train.tsv"
     lines = train.read_text("utf-8").splitlines()
     lines[3] = lines[3].rsplit("\t", 1)[0] + "\tmaybe"
@@ -114,9 +105,8 @@ def test_label_values_the_task_does_not_define(tmp_path: Path) -> None:
         rd.load_task({"task": "rte"}, data_dir=root)
 
 
-@needs_glue
-def test_missing_files_name_the_path(tmp_path: Path) -> None:
-    root = _fake_glue(tmp_path)
+def test_missing_files_name_the_path(tmp_path: Path, glue_dir: Path) -> None:
+    root = _fake_glue(tmp_path, glue_dir)
     (root / "RTE" / "dev.tsv").unlink()
     with pytest.raises(InputFormatError, match=r"missing data file\(s\) .*RTE/dev\.tsv.*--data-dir"):
         rd.load_task({"task": "rte"}, data_dir=root)

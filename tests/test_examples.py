@@ -7,7 +7,6 @@ the planned configs of the sweeps, with made-up dev scores.
 
 from __future__ import annotations
 
-import os
 import runpy
 import tomllib
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import write_run
+from conftest import find_glue_dir, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -96,9 +95,9 @@ def test_downsample_matched_steps_equal_three_full_epochs() -> None:
     from runner.sweep import plan
 
     train_sizes = {"mrpc": 3668, "cola": 8551, "qnli": 104743}
-    glue = Path(os.environ.get("STABSTAT_GLUE_DIR", "/work/shared/data/glue"))
+    glue = find_glue_dir()[0]
     for task, folder in (("mrpc", "MRPC"), ("cola", "CoLA")):
-        f = glue / folder / "train.tsv"
+        f = (glue or Path("/nonexistent")) / folder / "train.tsv"
         if f.is_file():  # check the constant against the data when it is here
             lines = f.read_text("utf-8").splitlines()
             assert len(lines) - (task != "cola") == train_sizes[task]
@@ -189,7 +188,7 @@ def test_mosbach2021_claims_select_runs_of_the_sweeps(tmp_path: Path) -> None:
     pooled = by_name["MRPC+QNLI, 1,000 examples: 3 epochs fail more often than matched steps"]
     assert pooled.n == {"3-epochs": 4, "matched-steps": 4}
     bc = by_name["RTE ablation: at 3 epochs, runs without bias correction fail more often"]
-    assert bc.n == {"False": 6, "True": 6}  # 3 learning rates x 2 seeds at epochs = 3
+    assert bc.n == {"false": 6, "true": 6}  # 3 learning rates x 2 seeds at epochs = 3 (TOML spelling, issue 17)
 
 
 DEMO_SWEEP = EXAMPLES / "demo" / "sweep.toml"
@@ -238,7 +237,7 @@ def test_demo_claims_on_demo_shaped_runs(demo_runs: Path, tmp_path: Path) -> Non
     verdicts = {c.name: c for c in result.claims}
     assert result.ok
     rate = verdicts["runs without bias correction (lr 1e-4, no warm-up) fail more often"]
-    assert rate.n == {"False": 10, "True": 10}
+    assert rate.n == {"false": 10, "true": 10}  # TOML spelling (issue 17)
     from scipy.stats import hypergeom
 
     # Fisher's one-sided p: all 5 failures among the 10 runs without bias correction.

@@ -180,13 +180,15 @@ def test_report_is_self_contained_and_complete(db: Path, tmp_path: Path) -> None
     assert _remote_sources(page) == []
     assert "vegaEmbed" in page  # the bundle is inlined
     ids = [f.id for f in rep.figures]
+    # + the "How many seeds" section (issue 15); no forgetting chart: these runs have no probe
     assert ids == ["metric-by-config", "failure-rate", "failure-vs-size", "loss-curves",
-                   "layer-gradients", "gradient-heatmap", "metric-vs-loss", "forest"]
+                   "layer-gradients", "gradient-heatmap", "metric-vs-loss", "forest",
+                   "expected-max", "power-curve"]
     prov = dict(rep.provenance)
     assert prov["database"] == str(db.resolve())
     assert "majority-class baseline" in prov["failure rule"]
     assert "400 resamples, seed 0" in prov["confidence intervals"]
-    assert "95% BCa bootstrap" in prov["confidence intervals"]
+    assert "95% BCa/percentile bootstrap" in prov["confidence intervals"]  # "auto" since issue 17 item 9
     for pkg in ("stabstat", "duckdb", "polars", "altair", "vega-lite", "numpy", "scipy"):
         assert pkg in prov["software"]
     assert prov["runs"].startswith("24 analysed of 24 selected")

@@ -18,16 +18,12 @@ pytest.importorskip("transformers")
 
 import pyarrow.parquet as pq  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+from conftest import find_glue_dir  # noqa: E402
 
 from runner import sweep  # noqa: E402
 from runner.cli import run_cmd  # noqa: E402
 from stabstat.validate import validate_run  # noqa: E402
 
-GLUE = Path(os.environ.get("STABSTAT_GLUE_DIR", "/work/shared/data/glue"))
-needs_glue = pytest.mark.skipif(
-    not (GLUE / "RTE" / "train.tsv").is_file(),
-    reason=f"GLUE TSVs not found in {GLUE} (set STABSTAT_GLUE_DIR to a glue_data folder)",
-)
 ROOT = Path(__file__).resolve().parents[1]
 
 RTE_SWEEP = """
@@ -63,9 +59,9 @@ def _invoke(*args: Any) -> Any:
     return CliRunner().invoke(run_cmd, [str(a) for a in args], catch_exceptions=False)
 
 
-@needs_glue
 @pytest.mark.slow
-def test_end_to_end_rte_sweep_validates(tmp_path: Path) -> None:
+def test_end_to_end_rte_sweep_validates(tmp_path: Path, glue_dir: Path) -> None:
+    GLUE = glue_dir
     f = _write(tmp_path, RTE_SWEEP)
     out = tmp_path / "runs"
     res = _invoke(f, "--out", out, "--data-dir", GLUE, "--threads", 1, "--progress", "plain")
@@ -104,6 +100,7 @@ def test_dry_run_trains_nothing(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_fails_before_training(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    GLUE = find_glue_dir()[0] or tmp_path / "glue"  # the data are never read: the input fails first
     f = _write(tmp_path, RTE_SWEEP.replace(*edit))
     out = tmp_path / "runs"
     res = CliRunner().invoke(run_cmd, [str(f), "--out", str(out), "--data-dir", str(GLUE)], standalone_mode=False)

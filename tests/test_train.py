@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,6 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from runner import sweep, train  # noqa: E402
 from stabstat.validate import validate_run  # noqa: E402
-
-GLUE = Path(os.environ.get("STABSTAT_GLUE_DIR", "/work/shared/data/glue"))
-needs_glue = pytest.mark.skipif(
-    not (GLUE / "RTE" / "train.tsv").is_file(),
-    reason=f"GLUE TSVs not found in {GLUE} (set STABSTAT_GLUE_DIR to a glue_data folder)",
-)
 
 FAST = {"model": "tiny", "max_length": 32, "n_train": 64, "max_steps": 8, "eval_every": 3, "batch_size": 16}
 
@@ -148,10 +141,9 @@ def test_exception_is_recorded_and_not_raised(tmp_path: Path, monkeypatch: pytes
     assert info["status"] == "failed" and "no memory left" in info["error"]
 
 
-@needs_glue
-def test_glue_pair_task_with_n_train(tmp_path: Path) -> None:
+def test_glue_pair_task_with_n_train(tmp_path: Path, glue_dir: Path) -> None:
     p = sweep.plan({"config": {"task": "mrpc", **FAST, "max_steps": 2, "eval_every": None}})[0]
-    assert train.run_planned(p, tmp_path, data_dir=str(GLUE), threads=1) == "completed"
+    assert train.run_planned(p, tmp_path, data_dir=str(glue_dir), threads=1) == "completed"
     d = tmp_path / p.run_id
     assert validate_run(d) == []
     info = json.loads((d / "run.json").read_text())

@@ -82,9 +82,12 @@ def compare_frame(runset: RunSet, *, settings: Settings | None = None, paired: b
         groups.append(group)
         if notes:
             warnings.append(f"{by}={lv}: {notes[0]}")
-    mean_tests, rate_tests, other_tests = _pair_tests(per_level, paired, cfg)
+    mean_tests, rate_tests, other_tests, pair_notes = _pair_tests(per_level, paired, cfg)
+    warnings += pair_notes
+    spread = _spread_tests(per_level)
+    warnings += [f"Brown-Forsythe ({t.runs} runs): {w}" for t in spread for w in t.warnings]
     tests: list[Row] = [*with_adjusted(mean_tests, cfg.correction), *with_adjusted(rate_tests, cfg.correction),
-                        *other_tests, *_spread_tests(per_level)]
+                        *other_tests, *spread]
     return AnalysisResult("compare", (by,), groups, tests,
                           result_settings(runset, cfg, "compare", paired=str(paired), stratify=stratify,
                                           p_value_method="permutation test of the mean difference "
@@ -129,13 +132,15 @@ def _stratified(f: pl.DataFrame, gi: int, cfg: Settings, stratify: str) -> Strat
 
 
 def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
-                ) -> tuple[list[MeanDifference], list[FailureRateDifference], list[Row]]:
+                ) -> tuple[list[MeanDifference], list[FailureRateDifference], list[Row], list[str]]:
     """Tests of every pair of levels (a before b in level order): the mean differences and
-    the failure-rate differences (two families to adjust), and the other rows in pair order
-    (probability of improvement, SD ratio of all runs, of successful runs)."""
+    the failure-rate differences (two families to adjust), the other rows in pair order
+    (probability of improvement, SD ratio of all runs, of successful runs), and why an SD
+    ratio has no interval (a warning each)."""
     mean_tests: list[MeanDifference] = []
     rate_tests: list[FailureRateDifference] = []
     other: list[Row] = []
+    notes: list[str] = []
     for (i, (la, fa)), (j, (lb, fb)) in combinations(enumerate(per_level), 2):
         a, b, is_paired = pair_by_seed(fa, fb, paired)
         if a.size == 0 or b.size == 0:
@@ -168,7 +173,10 @@ def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
                                       resamples=cfg.resamples, confidence=cfg.confidence, rng=cfg.rng(5, i, j, k),
                                       _counts=unpaired_counts if k == 0 else None)
                 other.append(SdRatio(runs_label, la, lb, Interval.of(sr), sr.method, int(xa.size), int(xb.size)))
-    return mean_tests, rate_tests, other
+                if math.isfinite(sr.estimate) and math.isnan(sr.ci_low):
+                    why = next((w for w in sr.warnings if "undefined" in w), "no interval")
+                    notes.append(f"sd ratio {la} / {lb} ({runs_label} runs): no interval: {why}")
+    return mean_tests, rate_tests, other, notes
 
 
 def _spread_tests(per_level: Sequence[_Level]) -> list[BrownForsythe]:

@@ -51,9 +51,12 @@ class Selection:
     """Which runs and which number per run.
 
     filters: ``key=value`` strings (or a mapping) over factor columns, all must hold.
-    where: extra SQL condition over the ``runs`` table's columns (trusted SQL).
+    where: extra SQL condition over the ``runs`` table's columns; it can only narrow the
+    filtered runs, and on a store opened with ``external_access=False`` (as the CLI does) it
+    cannot read files. params: values of its ``?`` placeholders, in order.
     metric / split: default the task's main metric (``accuracy`` when evaluated, else the
-    first of ``task.metrics``) and split ``dev`` (or the only split).
+    first of ``task.metrics``) and split ``dev`` (or the only split; ``train`` counts only
+    when it is the only one).
     at: ``final`` (value at the last evaluation) or ``best`` (best over evaluations).
     baseline / fail_below: failure thresholds overriding the stored majority baseline.
     include_incomplete: keep runs whose status is in :data:`STATUSES_EXCLUDED`.
@@ -67,11 +70,13 @@ class Selection:
     baseline: float | None = None
     fail_below: float | None = None
     include_incomplete: bool = False
+    params: tuple[Any, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         filters = dict(self.filters) if isinstance(self.filters, Mapping) else list(self.filters)
-        return {"filters": filters, "where": self.where, "at": self.at,
-                "include_incomplete": self.include_incomplete}
+        out = {"filters": filters, "where": self.where, "at": self.at,
+               "include_incomplete": self.include_incomplete}
+        return out | ({"params": list(self.params)} if self.params else {})
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,9 @@ class Settings:
 
     resamples: int = S.DEFAULT_RESAMPLES
     seed: int = S.DEFAULT_SEED
-    ci_method: str = "bca"
+    #: ``auto`` (BCa, percentile where it covers better at small n: ``stats.default_ci_method``),
+    #: ``bca`` or ``percentile``.
+    ci_method: str = "auto"
     confidence: float = S.DEFAULT_CONFIDENCE
     correction: str = "holm"
 
@@ -133,19 +140,65 @@ def _scalar(store: Store, sql: str, params: Sequence[Any] = ()) -> list[Any]:
 
 
 def _selected_ids_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
-    """SQL selecting ``runs`` rows of the selection (all columns) and its parameters."""
+    """SQL selecting ``runs`` rows of the selection (all columns) and its parameters.
+
+    The filters are applied in a subquery and the user's ``--where`` one level up, inside
+    its own parentheses (on lines of their own, so a ``--`` comment ends there): whatever
+    the expression says, it can only narrow the filtered rows. :func:`check_where` makes
+    sure it cannot close those parentheses. Its ``?`` placeholders take ``selection.params``.
+    """
     cond, params = store.filter_sql(selection.filters)
-    where = f" AND ({selection.where})" if selection.where else ""
-    return f"SELECT * FROM runs WHERE ({cond}){where}", params
+    sql = f"SELECT * FROM runs WHERE ({cond})"
+    if selection.where:
+        check_where(selection.where)
+        sql = f"SELECT * FROM ({sql}) AS runs WHERE (\n{selection.where}\n)"
+        params = [*params, *selection.params]
+    elif selection.params:
+        raise SelectionError("--param is given without --where: use it for the ? placeholders of --where, "
+                             "e.g. --where \"lr > ?\" --param 2e-5")
+    return sql, params
+
+
+def check_where(where: str) -> None:
+    """Refuse a ``--where`` expression that is not one self-contained expression: one whose
+    parentheses (outside strings and comments) close more than they open, or a ``;``.
+
+    Raises
+    ------
+    QueryError
+        Naming ``--where`` and the fix.
+    """
+    import duckdb
+
+    try:
+        tokens = duckdb.tokenize(where)
+    except duckdb.Error as exc:
+        raise QueryError(f"--where {where!r}: {str(exc).splitlines()[0]}") from None
+    depth = 0
+    ends = [start for start, _ in tokens[1:]] + [len(where)]
+    for (start, kind), end in zip(tokens, ends, strict=True):
+        if kind != duckdb.token_type.operator:
+            continue  # brackets inside strings, quoted names and comments do not count
+        for ch in where[start:end]:
+            depth += ch == "("
+            depth -= ch == ")"
+            if ch == ";" or depth < 0:
+                raise QueryError(f"--where {where!r}: must be one condition over the runs table's columns "
+                                 "(unbalanced ')' or a ';'); e.g. --where \"lr > 1e-5 AND task = 'rte'\"")
+    if depth != 0:
+        raise QueryError(f"--where {where!r}: unbalanced '('; close every parenthesis")
 
 
 def _selection_sql(store: Store, ids_sql: str, by_cols: Sequence[str], extra: Sequence[str], at: str) -> str:
     """The selection query: one row per selected run with its metric value (parameters: the
     ids query's, then split and metric). Factor columns come out as ``__f<i>`` (grouping,
-    in ``by_cols`` order) and ``__x_<name>`` (carried), renamed after the failure rule."""
+    in ``by_cols`` order) and ``__x<i>`` (carried, in ``extra`` order), renamed after the
+    failure rule."""
     q = store.quote_factor
     fcols = "".join(f", s.{q(c)} AS __f{i}" for i, c in enumerate(by_cols))
-    xcols = "".join(f", s.{q(c)} AS __x_{c}" for c in extra)
+    # Aliases by position: a factor name (spaces, quotes, keywords) never becomes SQL text
+    # except through quote_factor.
+    xcols = "".join(f", s.{q(c)} AS __x{i}" for i, c in enumerate(extra))
     value_col = "final_value" if at == "final" else "best_value"
     return f"""
         WITH s AS ({ids_sql}),
@@ -165,7 +218,10 @@ def _resolve_split(store: Store, selection: Selection, ids_sql: str, params: lis
                              "nothing to analyse")
     split = selection.split
     if split is None:
-        split = "dev" if "dev" in splits else splits[0] if len(splits) == 1 else None
+        # issue 12: `train` holds other loggers' training-time extras (stabstat.ingest.tags),
+        # not an evaluation: the default only when no other split exists
+        candidates = [s for s in splits if s != "train"] or splits
+        split = "dev" if "dev" in candidates else candidates[0] if len(candidates) == 1 else None
         if split is None:
             raise SelectionError(f"several splits and none is 'dev': pass --split (one of {', '.join(splits)})")
     elif split not in splits:
@@ -236,7 +292,7 @@ def select_runs(store: Store, by: Sequence[str] = (), *, selection: Selection | 
         warnings.append(f"runs disagree on whether higher {metric} is better; higher is assumed better")
     frame, fw = _apply_failure_rule(frame, sel, higher, metric)
     warnings += fw
-    frame = frame.rename({f"__f{i}": c for i, c in enumerate(by_cols)} | {f"__x_{c}": c for c in extra})
+    frame = frame.rename({f"__f{i}": c for i, c in enumerate(by_cols)} | {f"__x{i}": c for i, c in enumerate(extra)})
     warnings += _pooling_and_missing_warnings(frame, by_cols, split, metric)
     settings = {
         "selection": sel.describe(),
@@ -259,6 +315,10 @@ def _count_selected(store: Store, ids_sql: str, params: list[Any], sel: Selectio
 
     try:
         n_sel = int(_scalar(store, f"SELECT count(*) FROM ({ids_sql})", params)[0])
+    except duckdb.PermissionException:
+        raise QueryError(f"--where {sel.where!r}: reads files, the network or extensions, which the analysis "
+                         "commands do not allow; write a condition over the runs table's columns "
+                         "(use `stabstat query` for your own SQL)") from None
     except duckdb.Error as exc:
         raise QueryError(f"--where {sel.where!r}: {str(exc).splitlines()[0]}") from None
     if n_sel == 0:

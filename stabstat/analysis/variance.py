@@ -86,6 +86,10 @@ def variance_frame(runset: RunSet, *, against: str = "train_loss", by: str | Non
                             f"{against}; no correlation")
             groups.append(VarianceGroup(key, int(x.size), metric_sd))
             continue
+        # The same seed-count warning as compare's (a correlation of 3 runs can sit on its
+        # interval's edge: the bootstrap has almost nothing to resample).
+        warnings += [f"{'all' if not by else f'{by}={lv}'}: {w}"
+                     for w in S.seed_warnings(int(x.size), purpose="a correlation")]
         correlations = [_correlation(kind, key, x, y, cfg, (8, li, k))
                         for k, kind in enumerate(("pearson", "spearman"))]
         ols = _ols(key, x, y, cfg.confidence)

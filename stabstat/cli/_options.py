@@ -60,13 +60,18 @@ def format_option(f: F) -> F:
 
 
 def selection_options(f: F) -> F:
-    """--filter, --where, --metric, --split, --at, --baseline, --fail-below, --include-incomplete."""
+    """--filter, --where, --param, --metric, --split, --at, --baseline, --fail-below,
+    --include-incomplete."""
     opts = [
         click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
                      help="Keep runs whose factor KEY equals VALUE (repeatable; all must hold)."),
         click.option("--where", "where", metavar="SQL",
-                     help="Extra condition over the runs table's columns, e.g. \"lr <= 1e-4\" "
-                          "(trusted SQL: it is pasted into the query)."),
+                     help="Extra condition over the runs table's columns, e.g. \"lr <= 1e-4\"; it only "
+                          "narrows --filter, and cannot read files. Values may be ? placeholders "
+                          "bound with --param."),
+        click.option("--param", "where_params", multiple=True, metavar="VALUE",
+                     help="Value of the next ? in --where (repeatable, in order; numbers and "
+                          "true/false are typed, e.g. --where \"lr > ?\" --param 2e-5)."),
         click.option("--metric", help="Metric to analyse [default: accuracy if evaluated, else the task's "
                                       "first metric]."),
         click.option("--split", help="Evaluation split [default: dev, or the only split]."),
@@ -91,8 +96,10 @@ def stat_options(f: F) -> F:
                      help="Bootstrap resamples (and permutations for p-values)."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Seed of the resampling: the same data and seed give the same output."),
-        click.option("--ci-method", "ci_method", type=click.Choice(["bca", "percentile"]), default="bca",
-                     show_default=True, help="Bootstrap interval."),
+        click.option("--ci-method", "ci_method", type=click.Choice(["auto", "bca", "percentile"]), default="auto",
+                     show_default=True,
+                     help="Bootstrap interval. auto: BCa, but percentile for the SD (and SD ratios) below 20 runs "
+                          "and for any statistic at 3 runs or fewer, where it covers better (README, Statistics)."),
         click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
                      help="Confidence level of the intervals."),
         click.option("--correction", type=click.Choice(["holm", "bh", "none"]), default="holm", show_default=True,
@@ -106,10 +113,12 @@ def stat_options(f: F) -> F:
 def selection_from(kw: dict[str, Any]) -> Selection:
     """The :class:`~stabstat.analysis.Selection` of the :func:`selection_options` in ``kw``."""
     from stabstat.analysis import Selection
+    from stabstat.store import parse_value
 
     return Selection(filters=tuple(kw["filters"]), where=kw["where"], metric=kw["metric"], split=kw["split"],
                      at=kw["at"], baseline=kw["baseline"], fail_below=kw["fail_below"],
-                     include_incomplete=kw["include_incomplete"])
+                     include_incomplete=kw["include_incomplete"],
+                     params=tuple(parse_value(v) for v in kw.get("where_params", ())))
 
 
 def settings_from(kw: dict[str, Any]) -> Settings:
@@ -121,10 +130,11 @@ def settings_from(kw: dict[str, Any]) -> Settings:
 
 
 def open_store(db: str) -> Store:
-    """The store at ``db`` (read-only), for a ``with`` block."""
+    """The store at ``db`` (read-only, no file or network access), for a ``with`` block."""
     from stabstat.store import Store
 
-    return Store.open(db)
+    # Locked to the database: a --where or a claims file cannot read files or the network.
+    return Store.open(db, external_access=False)
 
 
 def echo_json(obj: Any) -> None:

@@ -5,8 +5,9 @@ Thin: options are parsed here, the work is :mod:`stabstat.analysis` / :mod:`stab
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -64,10 +65,36 @@ def _emit(result: AnalysisResult, fmt: str, table: Callable[[AnalysisResult], No
     table(result)
     s = result.settings
     click.echo(f"metric: {s['split']}/{s['metric']} ({s['at']}); failure: {s['failure_rule']}")
-    click.echo(f"intervals: {int(round(s['confidence'] * 100))}% {s['ci_method']}, {s['resamples']} resamples, "
-               f"seed {s['seed']}; p-values adjusted: {s['correction']}")
+    click.echo(intervals_footer(result.analysis, s))
     for w in result.warnings:
         click.secho(f"warning: {w}", fg="yellow", err=True)
+
+
+#: The failure-rate interval, as every footer names it.
+_RATE_CI = "Wilson (Clopper-Pearson at 0 or all)"
+
+
+def intervals_footer(analysis: str, s: Mapping[str, Any]) -> str:
+    """The footer line naming the interval and test methods ``analysis`` actually used
+    (``s``: the result's settings)."""
+    from stabstat.stats import AUTO_TEXT
+
+    conf = f"{int(round(s['confidence'] * 100))}%"
+    ci = s["ci_method"]
+    boot = (f"bootstrap {'BCa' if ci == 'bca' else ci if ci != 'auto' else f'({AUTO_TEXT})'}, "
+            f"{s['resamples']} resamples, seed {s['seed']}")
+    adjusted = f"p-values adjusted: {s['correction']}"
+    if analysis == "failure_rate":
+        return (f"intervals: {conf} {_RATE_CI}; differences Newcombe, Fisher exact p; trends: logistic "
+                f"regression, Wald (permutation test under separation, {s['resamples']} permutations, "
+                f"seed {s['seed']}); {adjusted}")
+    if analysis == "gradients":
+        return (f"intervals: collapsed share {conf} {_RATE_CI}; log10 ratio median difference {conf} {boot}; "
+                "collapse vs failure: Fisher exact p")
+    if analysis == "variance":
+        return f"intervals: correlations {conf} {boot} (pairs resampled); slope: OLS t interval"
+    return (f"intervals: {conf} {boot}; failure rates {_RATE_CI}, differences Newcombe; "
+            f"p: permutation ({s['resamples']}), Fisher exact for failure rates; {adjusted}")
 
 
 def _rate(f: FailureCount) -> str:
@@ -93,9 +120,10 @@ def _tests_table(tests: Sequence[Row]) -> list[dict[str, str]]:
         p_adj: float | None
         match t:
             case BrownForsythe():
+                defined = math.isfinite(t.statistic)  # undefined with no within-group spread
                 rows.append({"test": f"Brown-Forsythe ({t.runs} runs)", "a": "all levels", "b": "",
-                             "estimate [CI]": f"W = {number_cli(t.statistic)}", "p": p_value_cli(t.p_value),
-                             "p adj": ""})
+                             "estimate [CI]": f"W = {number_cli(t.statistic)}" if defined else "undefined",
+                             "p": p_value_cli(t.p_value), "p adj": ""})
                 continue
             case MeanDifference():
                 name, est, p, p_adj = "mean difference" + (" (paired)" if t.paired else ""), _interval(t.diff), \
@@ -137,11 +165,13 @@ def compare(by: str, paired: bool | None, stratify: str | None, db: str, fmt: st
 
     Per level: runs, failed runs and failure rate (Wilson interval; Clopper-Pearson
     at 0 or all), mean, SD, median, IQM and max of the metric with bootstrap CIs
-    (BCa by default). Pairs of levels (a, b): mean difference a - b with a
-    bootstrap CI and a permutation p-value (paired by seed when both levels share
-    their seeds), probability of improvement P(a > b), failure-rate difference
-    (Newcombe interval, Fisher exact p), SD ratio with and without failed runs;
-    p-values Holm-adjusted over the pairs. Brown-Forsythe test of equal spread.
+    (BCa, percentile for the SD below 20 runs: --ci-method auto). Pairs of levels
+    (a, b): mean difference a - b with a bootstrap CI and a permutation p-value
+    (paired by seed when both levels share their seeds), probability of
+    improvement P(a > b), failure-rate difference (Newcombe interval, Fisher
+    exact p), SD ratio with and without failed runs; p-values Holm-adjusted over
+    the pairs. Brown-Forsythe test of equal spread ("undefined" when no group
+    has spread to compare, e.g. 2 runs per group).
 
     \b
     Example:
@@ -149,6 +179,7 @@ def compare(by: str, paired: bool | None, stratify: str | None, db: str, fmt: st
         stabstat compare --by lr --metric f1 --at best --format json
         stabstat compare --by recipe --baseline 0.5 --resamples 20000 --seed 7
         stabstat compare --by recipe --stratify task
+        stabstat compare --by recipe --where "lr > ? AND n_train <= ?" --param 2e-5 --param 1000
     """
     from stabstat.analysis import compare as run_compare
 
@@ -355,8 +386,9 @@ def gradients(by: str | None, max_depth: int, steps: int | None, collapse_factor
               help="Significance level [default: the file's, else 0.05].")
 @click.option("--correction", type=click.Choice(["holm", "bh", "none"]), default=None,
               help="Adjustment across the claims [default: the file's, else holm].")
-@click.option("--resamples", type=click.IntRange(min=100), default=None, help="Override the file's resamples.")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="Override the file's seed.")
+@click.option("--resamples", type=click.IntRange(min=100), default=None,
+              help="Bootstrap resamples [default: the file's, else 10000].")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Resampling seed [default: the file's, else 0].")
 @db_option
 @format_option
 def check(claims_file: str, alpha: float | None, correction: str | None, resamples: int | None, seed: int | None,
@@ -385,14 +417,13 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
         lower = true
     """
     from stabstat.claims import check as run_check
-    from stabstat.claims import claims_settings, load_claims
+    from stabstat.claims import load_claims
 
-    defaults, _ = load_claims(claims_file)  # a bad file is reported before the store is opened
-    settings = None
-    if resamples is not None or seed is not None:  # each given option replaces the file's value
-        settings = claims_settings(defaults, overrides={"resamples": resamples, "seed": seed})
+    load_claims(claims_file)  # a bad file is reported before the store is opened
+    # Command line > file > defaults, field by field (stabstat.claims.claims_settings).
     with open_store(db) as store:
-        res = run_check(store, claims_file, settings=settings, alpha=alpha, correction=correction)
+        res = run_check(store, claims_file, alpha=alpha,
+                        overrides={"resamples": resamples, "seed": seed, "correction": correction})
     if fmt == "json":
         echo_json(res.to_dict())
     elif fmt == "csv":

@@ -33,6 +33,9 @@ CHART_KINDS = (
     "gradient-heatmap",
     "metric-vs-loss",
     "forest",
+    "forgetting",
+    "expected-max",
+    "power-curve",
 )
 
 
@@ -52,8 +55,9 @@ def _downsampling(f: F) -> F:
               help="Factor whose levels are compared [default: the one factor besides seed and "
                    "task that varies].")
 @click.option("--claims", "claims", type=click.Path(dir_okay=False, exists=True),
-              metavar="FILE", help="Claims file (TOML, as for `stabstat check`): adds verdicts, "
-                                   "with the file's resamples/seed unless given here.")
+              metavar="FILE", help="Claims file (TOML, as for `stabstat check`): adds verdicts; "
+                                   "statistics options given here override the file's [defaults], "
+                                   "which override the defaults.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="report.html",
               show_default=True, help="HTML file to write.")
 @click.option("--title", help="Page title [default: from the factor and task].")
@@ -82,17 +86,21 @@ def report(by: str | None, claims: str | None, out: str, title: str | None,
     """
     from stabstat.report import PAGE_BUDGET_BYTES, build_report
 
-    # Claims keep their file's [defaults] unless a statistics option was given explicitly;
-    # then all of this command's statistics settings replace them (the "settings" form of
-    # stabstat.claims.claims_settings, which says how it differs from `stabstat check`).
-    ctx = click.get_current_context()
-    given = [name for name in ("resamples", "seed", "ci_method", "confidence")
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    claims_settings = settings_from(kw) if claims and given else None
+    # Claims: command line > the file's [defaults] > defaults, field by field, as for
+    # `stabstat check` (stabstat.claims.claims_settings is the one rule).
+    claims_cfg = None
+    if claims:
+        from stabstat.claims import claims_settings as merge
+        from stabstat.claims import load_claims
+
+        ctx = click.get_current_context()
+        given = {name: kw[name] for name in ("resamples", "seed", "ci_method", "confidence", "correction")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+        claims_cfg = merge(load_claims(claims)[0], overrides=given)
     with open_store(db) as store:
         rep = build_report(store, by=by, selection=selection_from(kw), settings=settings_from(kw),
                            claims=claims, title=title, max_runs_drawn=max_runs,
-                           loss_points=points, claims_settings=claims_settings)
+                           loss_points=points, claims_settings=claims_cfg)
         path = rep.write(out)
     size = path.stat().st_size
     click.echo(f"wrote {path} ({size / 1e6:.2f} MB, {len(rep.figures)} charts)")
@@ -138,10 +146,15 @@ def chart(kind: str, by: str | None, out: str, fmt: str | None, scale: float,
     from stabstat.errors import SelectionError
     from stabstat.report import chart as report_chart
 
-    kind_fmt = fmt or Path(out).suffix.lstrip(".").lower()
+    suffix = Path(out).suffix.lstrip(".").lower()
+    kind_fmt = fmt or suffix
     if kind_fmt not in ("png", "svg", "json"):
         raise SelectionError(f"--out {out}: cannot tell the format from the suffix; "
                              "use .png, .svg or .json, or pass --format png|svg|json")
+    if fmt and suffix in ("png", "svg", "json") and suffix != fmt:
+        # An SVG in a .png file opens nowhere; refuse rather than write it.
+        raise SelectionError(f"--out {out} and --format {fmt} disagree; name the file .{fmt} "
+                             f"or pass --format {suffix} (or leave --format out)")
     with open_store(db) as store:
         ch = report_chart(store, kind, by=by, selection=selection_from(kw), settings=settings_from(kw),
                           max_runs_drawn=max_runs, loss_points=points)

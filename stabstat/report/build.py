@@ -59,8 +59,9 @@ def build_report(
     claims
         A claims TOML file (``stabstat check``): its verdicts get a section, computed as
         ``stabstat check`` does: with the file's own ``[defaults]`` (resamples, seed, ...)
-        unless ``claims_settings`` (a :class:`stabstat.analysis.Settings`) replaces them
-        (:func:`stabstat.claims.claims_settings` has the rule).
+        unless ``claims_settings`` (a :class:`stabstat.analysis.Settings`, usually
+        :func:`stabstat.claims.claims_settings` of the file's defaults and the command
+        line's options: command line > file > defaults) replaces them.
     max_runs_drawn, loss_points, grad_points
         Downsampling of the loss and gradient charts (defaults in :mod:`stabstat.chartdata`).
     only

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from stabstat import __version__
 from stabstat._text import level
+from stabstat.stats import PERCENTILE_AT_MOST, SD_PERCENTILE_BELOW
 
 if TYPE_CHECKING:
     from stabstat.analysis import Settings
@@ -49,8 +50,10 @@ def _methods_text(*, n_runs: int, by: str, levels: list[str], n_seeds: int | Non
                   versions: Mapping[str, str], n_claims: int, multi_task: bool,
                   per_config: Sequence[int] = ()) -> str:
     conf = f"{int(round(cfg.confidence * 100))}%"
-    method = {"bca": "bias-corrected and accelerated (BCa)", "percentile": "percentile"}.get(
-        cfg.ci_method, cfg.ci_method)
+    method = {"bca": "bias-corrected and accelerated (BCa)", "percentile": "percentile",
+              "auto": "bias-corrected and accelerated (BCa; percentile for the standard deviation "
+                      f"below {SD_PERCENTILE_BELOW} runs and for any statistic at {PERCENTILE_AT_MOST} runs or "
+                      "fewer, where a coverage simulation favoured it)"}.get(cfg.ci_method, cfg.ci_method)
     seeds = f" over {n_seeds} random seeds" if n_seeds else ""
     task = (f" on {len(tasks)} tasks ({', '.join(level(t) for t in tasks)}), analysed "
             "separately" if multi_task else "")
@@ -87,7 +90,8 @@ def _methods_text(*, n_runs: int, by: str, levels: list[str], n_seeds: int | Non
 
 def ci_name(cfg: Settings) -> str:
     """The bootstrap CI method's short name (``BCa``, ``percentile``)."""
-    return {"bca": "BCa", "percentile": "percentile"}.get(cfg.ci_method, str(cfg.ci_method))
+    return {"bca": "BCa", "percentile": "percentile", "auto": "BCa/percentile"}.get(cfg.ci_method,
+                                                                                 str(cfg.ci_method))
 
 
 def correction_name(cfg: Settings) -> str:

@@ -8,9 +8,10 @@ Each builder reads the typed result rows (:mod:`stabstat.analysis.results`,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from stabstat._text import ci, number, p_value, percent_ci
 from stabstat._text import level as label
@@ -44,7 +45,7 @@ def summary_table(ctx: ReportContext) -> Table:
         rows.append(([str(cg.panel)] if multi else []) + [
             cg.config, str(g.n_runs), str(f.n_failed),
             percent_ci(f.rate, f.ci_low, f.ci_high),
-            ci(g.mean.estimate, g.mean.ci_low, g.mean.ci_high),
+            ci_or_why(g.mean.estimate, g.mean.ci_low, g.mean.ci_high, g.warnings, "fewer than 2 runs"),
             number(g.std.estimate), number(g.median.estimate), number(g.iqm.estimate),
             number(g.max.estimate), number(g.mean_successful),
         ])
@@ -76,7 +77,8 @@ def comparisons_table(ctx: ReportContext) -> Table | None:
             what = "failure-rate difference"
         rows.append(([label(t)] if multi else []) + [
             f"{a} \u2212 {b}", what,
-            ci(tt.diff.estimate, tt.diff.ci_low, tt.diff.ci_high),
+            ci_or_why(tt.diff.estimate, tt.diff.ci_low, tt.diff.ci_high, (),
+                      "too few runs, or the statistic is undefined in some resamples"),
             p_value(tt.p_value), p_value(tt.p_adjusted),
             f"{tt.n_a} / {tt.n_b}",
         ])
@@ -93,12 +95,25 @@ def comparisons_table(ctx: ReportContext) -> Table | None:
     )
 
 
+def ci_or_why(est: Any, lo: Any, hi: Any, why: Sequence[str] = (), default: str = "") -> str:
+    """``est [lo, hi]``, or, when there is an estimate but no interval, the estimate and why
+    not (the first of ``why`` that says so, else ``default``): the page says what the CLI's
+    warnings say instead of showing a bare number."""
+    text = ci(est, lo, hi)
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        return text
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        reason = next((w for w in why if "undefined" in w or "no interval" in w or "too few" in w), default)
+        return f"{text} (no interval: {reason})" if reason else f"{text} (no interval)"
+    return text
+
+
 def claims_table(result: CheckResult, path: str | Path) -> Table:
     """The verdicts of ``stabstat check`` (``result``: :func:`stabstat.claims.check`'s)."""
     s = result.settings
     return Table(
         ["verdict", "claim", "kind", "estimate [CI]", "p (adj.)", "runs", "detail"],
-        [[c.verdict, c.name, c.kind, ci(c.estimate, c.ci_low, c.ci_high),
+        [[c.verdict, c.name, c.kind, ci_or_why(c.estimate, c.ci_low, c.ci_high, c.warnings),
           p_value(c.p_adjusted),
           ", ".join(f"{k}: {v}" for k, v in c.n.items()), c.detail]
          for c in result.claims],

@@ -36,6 +36,7 @@ from stabstat.stats._common import (
     _as_1d,
     _as_rng,
     _check_common,
+    resolve_method,
     seed_warnings,
 )
 from stabstat.stats.resampling import (
@@ -79,10 +80,11 @@ def bootstrap_groups(
     # Fixed order of sizes so the same data and seed always consume the stream alike.
     for n in sorted(by_size):
         idx = by_size[n]
+        m = resolve_method(method, statistic, n)
         if n < 2:
             for i in idx:
                 est = float(compute_statistic(statistic, arrays[i])) if n == 1 and statistic != "std" else math.nan
-                out[i] = _result(est, math.nan, math.nan, statistic, method, resamples, seed,
+                out[i] = _result(est, math.nan, math.nan, statistic, m, resamples, seed,
                                  confidence, n, seed_warnings(n, purpose=f"the {statistic}", minimum=min_seeds))
             continue
         xs = np.sort(np.stack([arrays[i] for i in idx]), axis=1)
@@ -90,8 +92,8 @@ def bootstrap_groups(
         counts = _draw_counts(gen, resamples, n)
         with np.errstate(invalid="ignore", divide="ignore"):
             theta_b = _stat_from_counts(statistic, xs, counts, n)
-            jack = [_stat_from_counts(statistic, xs, _jackknife_counts(n), n - 1)] if method == "bca" else None
-        low, high, notes, used = _intervals(theta_hat, theta_b, jack, method, confidence)
+            jack = [_stat_from_counts(statistic, xs, _jackknife_counts(n), n - 1)] if m == "bca" else None
+        low, high, notes, used = _intervals(theta_hat, theta_b, jack, m, confidence)
         for j, i in enumerate(idx):
             w = seed_warnings(n, purpose=f"a CI of the {statistic}", minimum=min_seeds) + notes[j]
             out[i] = _result(theta_hat[j], low[j], high[j], statistic, used[j], resamples, seed,
@@ -125,13 +127,14 @@ def bootstrap_statistics(
         return out
     xs = np.sort(arr)[None, :]
     counts = _draw_counts(gen, resamples, n)
-    jk = _jackknife_counts(n) if method == "bca" else None
+    jk = _jackknife_counts(n)
     for st_name in statistics:
+        m = resolve_method(method, st_name, n)
         theta_hat = np.atleast_1d(np.asarray(compute_statistic(st_name, xs, axis=1), dtype=np.float64))
         with np.errstate(invalid="ignore", divide="ignore"):
             theta_b = _stat_from_counts(st_name, xs, counts, n)
-            jack = [_stat_from_counts(st_name, xs, jk, n - 1)] if jk is not None else None
-        low, high, notes, used = _intervals(theta_hat, theta_b, jack, method, confidence)
+            jack = [_stat_from_counts(st_name, xs, jk, n - 1)] if m == "bca" else None
+        low, high, notes, used = _intervals(theta_hat, theta_b, jack, m, confidence)
         w = seed_warnings(n, purpose=f"a CI of the {st_name}", minimum=min_seeds) + notes[0]
         out[st_name] = _result(theta_hat[0], low[0], high[0], st_name, used[0], resamples, seed, confidence, n, w)
     return out
@@ -198,6 +201,7 @@ def bootstrap_diff(
     if paired and xa.size != xb.size:
         raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
     n_out: tuple[int, ...] = (xa.size,) if paired else (xa.size, xb.size)
+    method = resolve_method(method, statistic, min(xa.size, xb.size))
     with np.errstate(invalid="ignore", divide="ignore"):
         est = float(combine(compute_statistic(statistic, xa), compute_statistic(statistic, xb))) \
             if min(xa.size, xb.size) >= (2 if statistic == "std" else 1) else math.nan
@@ -256,6 +260,7 @@ def probability_of_improvement(
     gen, seed = _as_rng(rng)
     xa, xb = np.sort(_as_1d(a, "a")), np.sort(_as_1d(b, "b"))
     na, nb = xa.size, xb.size
+    method = resolve_method(method, "probability of improvement", min(na, nb))
     notes = seed_warnings(min(na, nb), purpose="a CI of the probability of improvement")
     if na == 0 or nb == 0:
         return _result(math.nan, math.nan, math.nan, "probability of improvement", method,
@@ -341,6 +346,7 @@ def bootstrap_correlation(
     if xv.size != yv.size:
         raise ValueError(f"x and y need equal lengths, got {xv.size} and {yv.size}")
     n = xv.size
+    method = resolve_method(method, "correlation", n)
     label = f"{kind} correlation"
     notes = seed_warnings(n, purpose=f"a CI of the {label}")
     if n < 3 or np.all(xv == xv[0]) or np.all(yv == yv[0]):

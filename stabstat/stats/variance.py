@@ -56,8 +56,16 @@ def brown_forsythe(*groups: ArrayLike) -> TestResult:
     within = float(sum(((a - m) ** 2).sum() for a, m in zip(z, zbar_i, strict=True)))
     between = float((n_i * (zbar_i - zbar) ** 2).sum())
     df = (k - 1.0, n_total - k)
-    w = (df[1] / df[0]) * between / within if within > 0 else math.inf
-    p = float(special.fdtrc(df[0], df[1], w)) if math.isfinite(w) else 0.0
+    # No spread of the absolute deviations within any group (always so with 2 runs per
+    # group: both deviate from their median by half their distance): the F ratio is x/0,
+    # and rounding would turn it into W ~ 1e29, p ~ 0. The test is undefined, not significant.
+    scale = float(max((a**2).sum() for a in z))
+    if within <= 1e-12 * scale or n_total - k < 1:
+        return TestResult(name, math.nan, math.nan, sizes, df, tuple(notes + [
+            "undefined: no spread of the deviations within any group (e.g. 2 runs per group); "
+            "needs groups of 3 or more runs that differ"]))
+    w = (df[1] / df[0]) * between / within
+    p = float(special.fdtrc(df[0], df[1], w))
     return TestResult(name, float(w), p, sizes, df, tuple(notes))
 
 

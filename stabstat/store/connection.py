@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
-__all__ = ["DB_ENV", "DEFAULT_DB", "connect", "default_db", "fetch_frame", "first_line", "quote_ident"]
+__all__ = ["DB_ENV", "DEFAULT_DB", "connect", "default_db", "fetch_frame", "first_line", "quote_ident",
+           "restrict"]
 
 DB_ENV = "STABSTAT_DB"
 DEFAULT_DB = "stabstat.duckdb"
@@ -57,8 +58,23 @@ def fetch_frame(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) ->
     return out
 
 
-def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the DuckDB file ``path`` (``:memory:`` allowed).
+def restrict(con: duckdb.DuckDBPyConnection) -> None:
+    """Lock ``con`` to its own database: no file, network or extension access, for good.
+
+    ``enable_external_access = false`` refuses ``read_text``, ``read_csv``,
+    ``read_parquet``, ``glob``, ``ATTACH``, ``COPY`` and ``INSTALL``/``LOAD``;
+    ``lock_configuration`` keeps a later ``SET`` (e.g. in a ``--where`` or a claims file)
+    from turning it back on. Temp tables still work (they live in memory). Used by the
+    analysis, ``check``, ``report`` and ``chart`` commands, whose SQL fragments may come
+    from a shared claims file; ``stabstat query`` (the user's own SQL) keeps full access.
+    """
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def connect(path: str, read_only: bool, *, external_access: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file ``path`` (``:memory:`` allowed); ``external_access=False``
+    locks the connection to the database (:func:`restrict`).
 
     Raises
     ------
@@ -81,6 +97,8 @@ def connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(path, read_only=read_only)
         # DuckDB draws its own progress bar on long statements; the CLI's is the only one.
         con.execute("SET enable_progress_bar = false")
+        if not external_access:
+            restrict(con)
         return con
     except duckdb.IOException as exc:
         msg = str(exc)

@@ -45,10 +45,14 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = True) -> Store:
+    def open(cls, path: str | os.PathLike[str] | None = None, *, read_only: bool = True,
+             external_access: bool = True) -> Store:
         """Open the database at ``path`` (default ``$STABSTAT_DB`` or ``./stabstat.duckdb``).
 
         ``read_only=False`` creates the file and the tables if needed (for ingest).
+        ``external_access=False`` locks the connection to this database: SQL run on it
+        (``--where``, claims files) cannot read files, the network or extensions
+        (:func:`stabstat.store.connection.restrict`); the analysis commands open it so.
 
         Raises
         ------
@@ -58,7 +62,7 @@ class Store:
             The file does not exist (read-only) or is not a DuckDB database.
         """
         p = str(path) if path is not None else default_db()
-        store = cls(connect(p, read_only), p, read_only=read_only)
+        store = cls(connect(p, read_only, external_access=external_access), p, read_only=read_only)
         if not read_only:
             create_schema(store.con, p)
         elif not store._has_table("runs"):
