@@ -1,4 +1,4 @@
-"""TensorBoard reading speed: our reader against TensorBoard's own loader on the same files.
+"""TensorBoard ingest speed: ``stabstat ingest`` and our reader against TensorBoard's own loader.
 
 Runs are written once with PyTorch's ``SummaryWriter`` (a Hugging Face-style run: ``train/loss``,
 ``train/learning_rate``, ``train/grad_norm`` and ``eval/accuracy`` at every step) and cached
@@ -8,15 +8,16 @@ under ``$STABSTAT_BENCH_CACHE`` (default ``/tmp/stabstat_bench_sources``): full 
 Reference: TensorBoard's ``EventAccumulator`` (every scalar kept: ``size_guidance`` 0) over
 each run folder, all scalars gathered into one polars DataFrame (run, tag, step, wall_time,
 value); with ``tbparse`` installed, also ``tbparse.SummaryReader(root).scalars`` (a pandas
-DataFrame; same loader). Ours: :func:`stabstat.ingest.sources.tensorboard.read_tensorboard_run`
-per run folder (records, CRC checks, tag mapping, merge by step, the contract's column lists).
-This measures the READER only: loading the rows into the store (``stabstat ingest
---format tensorboard``) is not wired yet. Variants run in the same process, interleaved, and
-the medians are compared; peak RSS of each variant is sampled with psutil every 10 ms (the
-process' RSS, which includes what earlier variants left allocated, and its growth during the
-variant).
+DataFrame; same loader). Ours, two variants: ``ingest``, the full ``stabstat ingest`` path
+(:func:`stabstat.ingest.ingest` with ``fmt="tensorboard"`` into a fresh DuckDB file: discovery,
+reading in the helper thread, fingerprints, batched transactions, rows in the store), and
+``reader``, :func:`stabstat.ingest.sources.tensorboard.read_tensorboard_run` per run folder
+alone (records, CRC checks, tag mapping, merge by step, the contract's column lists).
+Variants run in the same process, interleaved, and the medians are compared; peak RSS of each
+variant is sampled with psutil every 10 ms (the process' RSS, which includes what earlier
+variants left allocated, and its growth during the variant).
 
-Target: ours / reference <= 1.2 (for the full ingest, once wired; here the reader alone).
+Target (issue 12): full ingest / reference <= 1.2.
 
 Run alone: ``python -m benchmarks.bench_sources [--quick] [--repeats N]``.
 """
@@ -110,6 +111,23 @@ def ours(root: Path) -> int:
     return n
 
 
+def ingest_full(root: Path) -> int:
+    """``stabstat ingest --format tensorboard`` of every run under ``root`` into a fresh DuckDB
+    file (deleted first); returns the scalars stored (3 steps columns + evals rows)."""
+    import tempfile
+
+    from stabstat.ingest import ingest
+    from stabstat.store import Store
+
+    with tempfile.TemporaryDirectory(prefix="stabstat_bench_") as tmp, \
+            Store.open(Path(tmp) / "bench.duckdb", read_only=False) as store:
+        report = ingest(store, [root], fmt="tensorboard")
+        assert not report.rejected, report.rejected[:1]
+        steps, evals = store.con.execute(
+            "SELECT (SELECT count(*) FROM steps), (SELECT count(*) FROM evals)").fetchone() or (0, 0)
+    return int(steps) * 3 + int(evals)
+
+
 def reference(root: Path) -> int:
     import polars as pl
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -138,7 +156,7 @@ def measure(*, quick: bool, repeats: int) -> dict[str, Any]:
     """Time every variant ``repeats`` times, interleaved; medians, rows and peak RSS."""
     size = QUICK if quick else FULL
     root = generate(size["runs"], size["steps"])
-    variants: dict[str, Callable[[Path], int]] = {"ours": ours, "reference": reference}
+    variants: dict[str, Callable[[Path], int]] = {"ingest": ingest_full, "ours": ours, "reference": reference}
     try:
         import tbparse  # noqa: F401
 
@@ -167,6 +185,7 @@ def measure(*, quick: bool, repeats: int) -> dict[str, Any]:
         "peak_rss_mib": {k: round(v / 2**20) for k, v in peaks.items()},
         "peak_growth_mib": {k: round(v / 2**20) for k, v in growth.items()},
         "ours_over_reference": round(med["ours"] / med["reference"], 3),
+        "ingest_over_reference": round(med["ingest"] / med["reference"], 3),
     }
 
 
@@ -174,9 +193,17 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     """Rows for ``python -m benchmarks.run`` (see its docstring)."""
     r = measure(quick=quick, repeats=1 if quick else 3)
     size = f"{r['size']['runs']} runs x {r['size']['steps']} steps x {len(TAGS)} tags"
-    return [{"benchmark": f"tensorboard read ({size})", "ours": r["median_s"]["ours"],
-             "reference": r["median_s"]["reference"], "unit": "s", "ratio": r["ours_over_reference"],
-             "target": "<= 1.2", "note": f"reader only; peak RSS MiB {r['peak_rss_mib']}"}]
+    rss, grow = r["peak_rss_mib"], r["peak_growth_mib"]
+    return [
+        {"benchmark": f"tensorboard ingest into DuckDB ({size})", "ours": r["median_s"]["ingest"],
+         "reference": r["median_s"]["reference"], "unit": "s", "ratio": r["ingest_over_reference"],
+         "target": "<= 1.2", "note": f"reference: EventAccumulator -> one DataFrame; peak RSS MiB ingest "
+                                     f"{rss['ingest']} (+{grow['ingest']}), reference {rss['reference']} "
+                                     f"(+{grow['reference']})"},
+        {"benchmark": f"tensorboard read only ({size})", "ours": r["median_s"]["ours"],
+         "reference": r["median_s"]["reference"], "unit": "s", "ratio": r["ours_over_reference"],
+         "target": "-", "note": f"our reader alone; peak RSS MiB {rss['ours']} (+{grow['ours']})"},
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

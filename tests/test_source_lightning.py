@@ -147,7 +147,7 @@ def test_yaml_python_tags_never_execute(tmp_path):
 
 
 def test_adapter_detects_and_locates(tmp_path):
-    src = LightningSource(root=tmp_path)
+    src = LightningSource()
     a = write(tmp_path / "logs" / "version_0" / "metrics.csv", "epoch,step,train_loss\n0,1,0.5\n")
     write(tmp_path / "logs" / "version_1" / "metrics.csv", "epoch,step,train_loss\n0,1,0.25\n")
     write(tmp_path / "other" / "metrics.csv", "name,score\nx,1\n")  # not a Lightning file
@@ -159,11 +159,10 @@ def test_adapter_detects_and_locates(tmp_path):
     assert ri.run_json["schema_version"] == 1 and ri.tables["evals"].columns["run_id"] == []
 
 
-def test_ingest_into_the_store(tmp_path, monkeypatch):
-    from stabstat.ingest import ingest, registry
+def test_ingest_into_the_store(tmp_path):
+    from stabstat.ingest import ingest
     from stabstat.store import Store
 
-    monkeypatch.setitem(registry._ADAPTERS, "lightning", LightningSource(root=tmp_path))
     write(tmp_path / "logs" / "seed=1" / "metrics.csv", "epoch,step,train_loss,val_acc\n0,1,0.5,\n0,1,,0.75\n")
     write(tmp_path / "logs" / "seed=2" / "metrics.csv", "epoch,step,val_acc\n0,1,0.625\n")  # no training loss
     write(tmp_path / "logs" / "seed=3" / "metrics.csv", "epoch,step,val_acc\n0,1\n0,2,0.5\n")  # ragged

@@ -131,11 +131,12 @@ def test_adapter(tmp_path):
     long_frame().write_csv(path)
     src = TableSource()
     assert src.detect(tmp_path) == 0 and src.locate(path) == path and src.locate(tmp_path) is None
-    runs = src.prepare_many(path, PrepareOptions(params={"seed": 9}))
+    summary: list[str] = []
+    runs = src.prepare_many(path, PrepareOptions(params={"seed": 9}, inform=summary.append))
     assert [r.factors["seed"] for r in runs] == [9, 9] and runs[0].tables["evals"].rows == 3
     assert len({r.fingerprint for r in runs}) == 2
     assert runs[0].fingerprint == src.prepare_many(path, PrepareOptions(params={"seed": 9}))[0].fingerprint
-    assert src.summary and src.summary[0].startswith("runs.csv: 10 rows read as long")
+    assert summary and summary[0].startswith("runs.csv: 10 rows read as long")
     with pytest.raises(Reject, match="holds 2 runs"):
         src.prepare(path, PrepareOptions())
     one = tmp_path / "one.csv"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
 from stabstat.cli._options import db_option, echo_frame, echo_json, format_option
+from stabstat.cli._source_options import format_choice, format_help, prepare_options, source_options
 
 
 class _PathOrURL(click.Path):
@@ -30,6 +32,7 @@ class _ProgressBar:
         if self.bar is None:
             self.bar = click.progressbar(length=total, label="ingesting", file=sys.stderr)
             self.bar.__enter__()
+        self.bar.length = total  # grows when a table file holds many runs
         self.bar.update(done - self.bar.pos)
 
     def close(self) -> None:
@@ -42,13 +45,14 @@ class _ProgressBar:
 @click.argument("paths", nargs=-1, required=True, type=_PathOrURL(exists=True))
 @db_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["auto", "stabstat", "hf"]), default="auto", show_default=True,
-    help="Input format: detect per folder, stabstat run directories, or Hugging Face trainer_state.json.",
+    "--format", "fmt", type=format_choice(), default="auto", show_default=True, help=format_help(),
 )
 @click.option(
     "--param", "params", multiple=True, metavar="KEY=VALUE",
-    help="Factor for Hugging Face runs (repeatable); true/false, numbers and text are typed.",
+    help="Factor for every run ingested (repeatable), over the runs' own config; true/false, numbers "
+         "and text are typed.",
 )
+@source_options
 @click.option(
     "--validate", "validate", type=click.Choice(["fast", "full"]), default="fast", show_default=True,
     help="fast: contract checks without reading rows + database constraints; full: also duplicate keys and row order.",
@@ -65,11 +69,17 @@ class _ProgressBar:
 def ingest(
     paths: tuple[str, ...], db: str, fmt: str, params: tuple[str, ...], validate: str,
     progress: bool | None, as_json: bool, s3_endpoint: str | None = None, cache_dir: str | None = None,
+    **source: Any,
 ) -> None:
-    """Load run directories (or HF Trainer logs) into a DuckDB database.
+    """Load run directories (or other tools' logs) into a DuckDB database.
 
-    PATHS are run directories, folders searched recursively, run.json or
-    trainer_state.json files. Ingest is idempotent: unchanged runs are skipped,
+    PATHS are run directories, folders searched recursively, or marker files:
+    run.json, trainer_state.json (Hugging Face), events.out.tfevents.*
+    (TensorBoard), metrics.csv (Lightning CSVLogger), mlruns/<exp>/<run>/meta.yaml
+    (MLflow file store), wandb/run-*/ (W&B), mlflow+http://host:port/#experiment=NAME
+    (an MLflow tracking server), or a table file
+    (CSV/TSV/Parquet/JSONL holding many runs; read only when named, or with
+    --format table under the folders named). Ingest is idempotent: unchanged runs are skipped,
     a run whose files changed is replaced as a whole, and each batch of runs is
     one transaction (a kill never leaves part of a run).
 
@@ -77,8 +87,12 @@ def ingest(
     JSON, a factor whose type conflicts with the stored column) is reported on
     stderr as one line and skipped; the other runs are still ingested.
 
-    Hugging Face runs take factors from key=value folder names on the path,
-    from a run.json/config.json beside trainer_state.json, and from --param.
+    Runs of other tools take factors from key=value folder names on the path,
+    from their own files (a run.json/config.json beside the logs, Lightning's
+    hparams.yaml, TensorBoard's hparams) and from --param (every format).
+    Logged names map to stabstat columns by documented rules (README: "Logs
+    people already have"); --map overrides them. Unmapped names are kept as
+    split 'train'. For a table file, the column roles inferred are printed.
 
     Exit code: 0 when every run was ingested or unchanged, 1 when any was
     rejected, 2 on an error (e.g. the database is in use).
@@ -88,7 +102,13 @@ def ingest(
         stabstat ingest runs/
         stabstat ingest runs/ --db sweep.duckdb --progress
         stabstat ingest hf_out/ --format hf --param task=rte --param model=bert-base
+        stabstat ingest lightning_logs/ --param task=rte
+        stabstat ingest tb_runs/ --map acc=dev/accuracy --map Loss/train=steps/loss
+        stabstat ingest results.csv --shape results --factor lr --factor seed
+        stabstat ingest history.parquet --run-col run --step-col _step
         stabstat ingest s3://my-bucket/sweeps/bias --s3-endpoint http://minio:9000
+        stabstat ingest mlruns/ wandb/                # MLflow file store, W&B run folders
+        stabstat ingest 'mlflow+http://127.0.0.1:5000/#experiment=sweep'
     """
     from stabstat.ingest.remote import ingest_paths
     from stabstat.ingest.sources.hf import parse_param
@@ -96,6 +116,8 @@ def ingest(
     from stabstat.store import Store
 
     parsed = dict(parse_param(p) for p in params)
+    inferred: list[str] = []  # what the table adapter inferred (printed after the ingest)
+    options = prepare_options(source, inform=inferred.append)
     if progress is None:
         progress = sys.stderr.isatty()
 
@@ -103,17 +125,23 @@ def ingest(
         click.secho(str(rej), fg="yellow", err=True)
 
     bar = _ProgressBar() if progress else None
+    created = db != ":memory:" and not Path(db).exists()
+    report = None
     try:
         with Store.open(db, read_only=False) as store:
             # s3:// URLs are mirrored to a local cache first, then ingested like folders
             report = ingest_paths(
                 store, list(paths), storage_options=storage_options_for("s3://", endpoint=s3_endpoint),
-                cache_dir=cache_dir, fmt=fmt, params=parsed, progress=bar, validate=validate,
+                cache_dir=cache_dir, fmt=fmt, params=parsed, options=options, progress=bar, validate=validate,
                 on_rejected=None if as_json else on_rejected,
             )
     finally:
         if bar is not None:
             bar.close()
+        if created and (report is None or not report.ingested):
+            _remove_new_database(db)  # an empty database would later read as "no runs", exit 0
+    for line in inferred:
+        click.echo(line, err=True)
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -121,6 +149,12 @@ def ingest(
             click.echo(f"note: {note}", err=True)
         click.echo(f"{report.summary()} -> {db}")
     sys.exit(0 if report.ok else 1)
+
+
+def _remove_new_database(db: str) -> None:
+    """Delete a database file this ingest created but wrote no run into (and its WAL)."""
+    for p in (Path(db), Path(db + ".wal")):
+        p.unlink(missing_ok=True)
 
 
 @click.command("runs")
@@ -164,11 +198,14 @@ def query(sql: str, db: str, fmt: str) -> None:
     Tables: runs (one column per factor), steps, layer_grads, evals,
     predictions, majority, ingests; views: run_summary, run_training.
     Writing statements are refused. `stabstat schema` lists every column.
+    This is your own SQL, so unlike --where of the analysis commands it keeps
+    DuckDB's read access to files (read_parquet, read_csv, ...).
 
     \b
     Example:
         stabstat query "SELECT bias_correction, count(*) FROM runs GROUP BY ALL"
         stabstat query "SELECT * FROM run_summary WHERE metric = 'accuracy'" --format csv
+        stabstat query "SELECT count(*) FROM read_parquet('runs/*/steps.parquet')"
     """
     from stabstat.store import Store
 

@@ -1,8 +1,16 @@
 """Format name -> source adapter (``--format``).
 
-The built-in adapters are ``stabstat`` (our run directories) and ``hf`` (Hugging Face Trainer
-logs); :func:`register` adds one. ``auto`` means every registered adapter, the strongest
-``detect`` winning each folder (see :mod:`stabstat.ingest.source`).
+The built-in adapters, in registration order (the order ``--format`` lists them and breaks
+``detect`` ties in): ``stabstat`` (our run directories; strength 3 with table files, 1 with a
+bare run.json), ``hf`` (Hugging Face ``trainer_state.json``, 2), ``tensorboard`` (a folder of
+``events.out.tfevents.*``, 2), ``lightning`` (CSVLogger ``metrics.csv`` with a ``step``
+column, 1: a TensorBoardLogger folder beside it is the same run and wins), ``table`` (tidy
+CSV/TSV/Parquet/JSONL tables of many runs: never detected in a folder, only read when a file
+is named or ``--format table`` is forced, so a stray CSV never becomes runs), ``mlflow`` (an
+MLflow file-store run folder, 2) and ``wandb`` (a W&B run folder, 2). A format is one
+:func:`register` line; the CLI builds its ``--format`` choice from :func:`names`. ``auto``
+means every registered adapter, the strongest ``detect`` winning each folder (see
+:mod:`stabstat.ingest.source`).
 """
 
 from __future__ import annotations
@@ -10,7 +18,12 @@ from __future__ import annotations
 from stabstat.errors import InputFormatError
 from stabstat.ingest.source import SourceAdapter
 from stabstat.ingest.sources.hf import HFSource
+from stabstat.ingest.sources.lightning import LightningSource
+from stabstat.ingest.sources.mlflow import MlflowSource
 from stabstat.ingest.sources.stabstat import StabstatSource
+from stabstat.ingest.sources.table import TableSource
+from stabstat.ingest.sources.tensorboard import TensorBoardSource
+from stabstat.ingest.sources.wandb import WandbSource
 
 __all__ = ["adapters", "get", "join_words", "names", "register", "resolve"]
 
@@ -24,6 +37,11 @@ def register(adapter: SourceAdapter) -> None:
 
 register(StabstatSource())
 register(HFSource())
+register(TensorBoardSource())
+register(LightningSource())
+register(TableSource())
+register(MlflowSource())  # MLflow file stores (servers: mlflow+http:// URLs, ingest/remote.py)
+register(WandbSource())
 
 
 def names() -> list[str]:

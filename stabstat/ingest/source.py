@@ -20,20 +20,26 @@ register in :mod:`stabstat.ingest.registry`). It does three things:
 
 :class:`RunInput` is format-free: metadata in run.json's shape, factors, a fingerprint, and
 per contract table a :class:`~stabstat.store.load.TableData` (Parquet files that DuckDB reads
-itself, or typed column lists). Adapters are called from one helper thread, so ``prepare``
-must not touch the database.
+itself, typed column lists, or JSON files that DuckDB reads at load time with a format's
+:class:`~stabstat.store.load.JsonReader`: its SQL stages every file of a batch in one
+``read_json`` statement, its ``finish`` completes the run from a facts row, its ``fallback``
+reads a run that DuckDB refused in Python; see ``hf``). Adapters are called from one helper
+thread, so ``prepare`` must not touch the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from stabstat.store.load import TableData
 
-__all__ = ["PrepareOptions", "Reject", "RunInput", "SourceAdapter", "TableData", "scalar_factors"]
+__all__ = ["PrepareOptions", "Reject", "RunInput", "SourceAdapter", "TableData", "TableOptions", "apply_params",
+           "prepare_runs", "scalar_factors"]
 
 
 class Reject(Exception):
@@ -69,15 +75,40 @@ class RunInput:
 
 
 @dataclass(frozen=True)
+class TableOptions:
+    """Column roles and shape of a table file (``--run-col``, ``--step-col``, ...; None:
+    inferred). Read by the ``table`` adapter (:mod:`stabstat.ingest.sources.table`)."""
+
+    run_col: str | None = None
+    step_col: str | None = None
+    metric_col: str | None = None
+    value_col: str | None = None
+    split_col: str | None = None
+    factors: tuple[str, ...] | None = None  #: ``--factor COL`` (repeatable); None: inferred
+    split: str = "dev"  #: split of a results table's score columns without a split prefix
+    shape: str = "auto"  #: ``auto``, ``long``, ``history`` or ``results``
+
+
+@dataclass(frozen=True)
 class PrepareOptions:
     """What :meth:`SourceAdapter.prepare` gets besides the path.
 
     ``known``: run_id -> fingerprint of the runs already stored. ``params``: extra factors
-    given by the user (``--param``), for formats whose logs do not carry their config.
+    given by the user (``--param``), over everything a run's own files say (applied to runs
+    of every format by :func:`prepare_runs`). ``tag_map``: ``--map TAG=split/metric`` rules,
+    source name -> :class:`stabstat.ingest.tags.Target`. ``root``: the folder the user named
+    that the run was found under (set per run by the walker, :func:`stabstat.ingest.discover.find_runs`;
+    None for a file named directly): readers of other loggers' folders name runs by their
+    path below it. ``table``: column roles of table files. ``inform``: called (in the helper
+    thread) with lines saying what an adapter inferred, e.g. a table's column roles.
     """
 
     known: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    tag_map: Mapping[str, Any] = field(default_factory=dict)
+    root: Path | None = None
+    table: TableOptions = field(default_factory=TableOptions)
+    inform: Callable[[str], None] | None = None
 
 
 class SourceAdapter(Protocol):
@@ -100,6 +131,47 @@ class SourceAdapter(Protocol):
     def prepare(self, path: Path, options: PrepareOptions) -> RunInput:
         """Read and check one run; raise :class:`Reject` with the reason when it cannot be loaded."""
         ...
+
+    # Optional (not part of the Protocol, so existing adapters need not define it):
+    # ``prepare_many(path, options) -> Iterable[RunInput]`` for a path that holds many runs
+    # (a table file); :func:`prepare_runs` calls it when present, else ``[prepare(...)]``.
+
+
+def prepare_runs(adapter: SourceAdapter, path: Path, options: PrepareOptions) -> list[RunInput]:
+    """The runs at ``path``: ``adapter.prepare_many(path, options)`` when the adapter has it
+    (one table file holds many runs), else ``[adapter.prepare(path, options)]``; then
+    ``options.params`` (``--param``) applied to every run of every format.
+
+    With ``--param`` given, the adapter is not offered the stored fingerprints (``known``):
+    its early "unchanged" answer would skip a run whose parameters changed. The fingerprint
+    of each run then covers the parameters, so an unchanged run is still recognised (by the
+    ingest, after reading it).
+
+    Raises
+    ------
+    Reject
+        From the adapter: the path cannot be ingested (one line).
+    """
+    if options.params:
+        options = replace(options, known={})
+    many = getattr(adapter, "prepare_many", None)
+    runs = list(many(path, options)) if many is not None else [adapter.prepare(path, options)]
+    if options.params:
+        for run in runs:
+            apply_params(run, options.params)
+    return runs
+
+
+def apply_params(run: RunInput, params: Mapping[str, Any]) -> None:
+    """Put ``params`` (``--param`` factors) over ``run``'s config and factors, and into its
+    fingerprint. Idempotent for readers that applied them already (same keys, same values)."""
+    config = dict(run.run_json.get("config") or {})
+    config.update(params)
+    run.run_json = {**run.run_json, "config": config}
+    run.factors = {**run.factors, **scalar_factors(params)}
+    digest = hashlib.sha256(json.dumps([run.fingerprint, sorted((str(k), repr(v)) for k, v in params.items())])
+                            .encode()).hexdigest()
+    run.fingerprint = digest
 
 
 def scalar_factors(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,16 +59,16 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import schemas
-from stabstat.errors import InputFormatError
-from stabstat.ingest.source import RunInput, TableData, scalar_factors
-from stabstat.ingest.sources.hf import _side_factors, hive_factors, make_run_id
+from stabstat.errors import InputFormatError, StabstatError
+from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableData, scalar_factors
+from stabstat.ingest.sources.hf import STATE_FILE, _side_factors, hive_factors, make_run_id
 from stabstat.store.schema import STORE_VERSION
 
 __all__ = [
@@ -82,8 +82,10 @@ __all__ = [
     "layer_depths",
     "map_tag",
     "parse_map",
+    "prepare_record",
     "run_id_for",
     "run_status",
+    "side_files",
     "split_target",
 ]
 
@@ -383,6 +385,49 @@ def files_fingerprint(
     return h.hexdigest()
 
 
+#: Side files of factors beside other loggers' files, in the order :func:`base_config` reads them.
+SIDE_FILES = ("config.json", "run.json")
+
+
+def side_files(run_dir: Path) -> list[Path]:
+    """The side files :func:`base_config` reads in ``run_dir`` (those that exist)."""
+    return [run_dir / n for n in SIDE_FILES if (run_dir / n).is_file()]
+
+
+def prepare_record(
+    reader: str, path: Path, options: PrepareOptions, *, files: Callable[[], list[Path]],
+    read: Callable[[], RunRecord],
+) -> RunInput:
+    """The ``prepare`` of a reader of another logger's run folder: the run as a
+    :class:`~stabstat.ingest.RunInput` whose fingerprint covers ``reader`` (name/version),
+    ``--param``/``--map`` and every file read.
+
+    ``files()`` lists the files ``read()`` will read, from their names only (no content): a
+    run whose fingerprint from them equals the stored one (``options.known``) is answered
+    ``unchanged`` without reading it, so re-ingesting a large tree costs one ``stat`` per file.
+
+    Raises
+    ------
+    Reject
+        ``read()`` raised a :class:`~stabstat.errors.StabstatError` (its one line).
+    """
+    key = {**options.params, **{f"--map {k}": v.describe() for k, v in options.tag_map.items()}}
+    stored = options.known.get(run_id_for(path, options.root)) if options.known else None
+    if stored is not None:
+        try:
+            early = files_fingerprint(reader, path, key, files())
+        except OSError:
+            early = None
+        if early == stored:
+            return RunInput(run_id=run_id_for(path, options.root), source=str(path), source_format=reader.split("/")[0],
+                            run_json={}, status="", fingerprint=early, factors={}, unchanged=True)
+    try:
+        record = read()
+    except StabstatError as exc:
+        raise Reject(str(exc)) from None
+    return record.to_run_input(files_fingerprint(reader, path, key, record.files))
+
+
 def base_config(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Factors every reader shares, lowest precedence first: hive folder names on the resolved
     path (``lr=2e-5/seed=3/``), then a Hugging Face ``run.json``/``config.json`` beside the
@@ -390,7 +435,11 @@ def base_config(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Pat
     the caller layers its own sources on top and ``--param`` values last.
     ``training_args.bin`` is a pickle and is never loaded."""
     config = hive_factors(run_dir.resolve())
-    side, task, files = _side_factors(run_dir, None)
+    try:
+        side, task, files = _side_factors(run_dir, None)
+    except InputFormatError as exc:
+        # its wording names trainer_state.json; these files sit beside other loggers' files
+        raise InputFormatError(str(exc).replace(f"beside {STATE_FILE}", "beside the logs")) from None
     config.update(side)
     return config, dict(task or {}), files
 

@@ -37,24 +37,25 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stabstat.errors import InputFormatError, StabstatError, require
-from stabstat.ingest.source import PrepareOptions, Reject, RunInput
+from stabstat.errors import InputFormatError, require
+from stabstat.ingest.source import PrepareOptions, RunInput
 from stabstat.ingest.tags import (
     Collector,
     RunRecord,
     Target,
     base_config,
-    files_fingerprint,
+    prepare_record,
     run_id_for,
     run_status,
+    side_files,
 )
 
-__all__ = ["HPARAMS_FILE", "METRICS_FILE", "LightningSource", "read_hparams_yaml", "read_lightning_run",
-           "read_metrics_csv"]
+__all__ = ["HPARAMS_FILE", "METRICS_FILE", "LightningSource", "logger_twins", "read_hparams_yaml",
+           "read_lightning_run", "read_metrics_csv"]
 
 METRICS_FILE = "metrics.csv"
 HPARAMS_FILE = "hparams.yaml"
@@ -224,21 +225,51 @@ def read_lightning_run(
     )
 
 
+def logger_twins(tensorboard_runs: Iterable[Path], csv_runs: Iterable[Path]) -> dict[Path, Path]:
+    """CSVLogger folders that repeat a TensorBoardLogger folder: CSV run -> its TensorBoard twin.
+
+    A ``Trainer(logger=[TensorBoardLogger(d), CSVLogger(d)])`` writes every training twice, in
+    neighbouring ``version_<n>`` folders of one parent (``version_0`` events, ``version_1``
+    metrics.csv), both with the same ``hparams.yaml``. Ingesting both would count each seed
+    twice. A CSV run is a twin when a TensorBoard run in the same parent at version ``n - 1``
+    or ``n + 1`` (the loggers' order) has a byte-identical ``hparams.yaml``; the TensorBoard
+    folder is kept (it has wall times). Each TensorBoard run pairs with one CSV run at most.
+    """
+    def version(d: Path) -> int | None:
+        return int(d.name[len("version_"):]) if _VERSION_RE.match(d.name) else None
+
+    def hparams(d: Path) -> bytes | None:
+        try:
+            return (d / HPARAMS_FILE).read_bytes()
+        except OSError:
+            return None
+
+    tb = {(d.parent, version(d)): d for d in tensorboard_runs if version(d) is not None}
+    twins: dict[Path, Path] = {}
+    used: set[Path] = set()
+    for d in sorted(csv_runs, key=lambda p: (str(p.parent), version(p) or 0)):
+        n, text = version(d), hparams(d)
+        if n is None or text is None:
+            continue
+        for other in (tb.get((d.parent, n - 1)), tb.get((d.parent, n + 1))):
+            if other is not None and other not in used and hparams(other) == text:
+                twins[d] = other
+                used.add(other)
+                break
+    return twins
+
+
 class LightningSource:
     """Source adapter for Lightning ``CSVLogger`` folders (``--format lightning``).
 
     A folder holding ``metrics.csv`` whose header has a ``step`` column is a run (strength 1:
     event files beside it are the same run logged by ``TensorBoardLogger``, which has wall
     times and wins). ``metrics.csv`` or ``hparams.yaml`` given by the user belongs to its folder.
-    ``root``: the folder the ingest started from, for run ids (None: ids from the folder name).
+    ``options.root``: the folder the ingest started from, for run ids (None: ids from the folder name).
     """
 
     name: str = "lightning"
     marker_files: tuple[str, ...] = (METRICS_FILE,)
-
-    def __init__(self, *, root: Path | None = None, tag_map: Mapping[str, Target] | None = None) -> None:
-        self.root = root
-        self.tag_map = dict(tag_map or {})
 
     def detect(self, path: Path) -> int:
         f = path / METRICS_FILE
@@ -259,11 +290,10 @@ class LightningSource:
         return None
 
     def prepare(self, path: Path, options: PrepareOptions) -> RunInput:
-        tag_map = {**self.tag_map, **getattr(options, "tag_map", {})}
-        try:
-            record = read_lightning_run(path, root=self.root, params=options.params, tag_map=tag_map)
-        except StabstatError as exc:
-            raise Reject(str(exc)) from None
-        fp = files_fingerprint(f"{self.name}/{READER_VERSION}", path, {**options.params, **{
-            f"--map {k}": v.describe() for k, v in tag_map.items()}}, record.files)
-        return record.to_run_input(fp)
+        def files() -> list[Path]:  # what read_lightning_run reads, in its order
+            return [f for f in (path / METRICS_FILE,) if f.is_file()] + side_files(path) + [
+                f for f in (path / HPARAMS_FILE,) if f.is_file()]
+
+        return prepare_record(
+            f"{self.name}/{READER_VERSION}", path, options, files=files,
+            read=lambda: read_lightning_run(path, root=options.root, params=options.params, tag_map=options.tag_map))

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stabstat.errors import InputFormatError, StabstatError
-from stabstat.ingest.source import PrepareOptions, Reject, RunInput
+from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableOptions
 from stabstat.ingest.sources.hf import hive_factors
 from stabstat.ingest.tags import (
     EXTRA_SPLIT,
@@ -79,20 +79,6 @@ _METRIC_COLS = ("metric", "tag", "key", "metric_name")
 _VALUE_COLS = ("value", "metric_value", "score")
 _SPLIT_COLS = ("split",)
 SHAPES = ("auto", "long", "history", "results")
-
-
-@dataclass(frozen=True)
-class TableOptions:
-    """Column roles (None: inferred) and the shape of a table file (see the module docstring)."""
-
-    run_col: str | None = None
-    step_col: str | None = None
-    metric_col: str | None = None
-    value_col: str | None = None
-    split_col: str | None = None
-    factors: tuple[str, ...] | None = None  #: ``--factor COL`` (repeatable); None: inferred
-    split: str = "dev"  #: split of a results table's score columns without a split prefix
-    shape: str = "auto"
 
 
 @dataclass
@@ -380,34 +366,42 @@ def _summary(p: Path, df: pl.DataFrame, shape: str, roles: Mapping[str, str | No
 
 
 class TableSource:
-    """Source adapter for tidy tables (``--format table``): never detected in a folder; a
-    table file given by the user is claimed. One file holds many runs: :meth:`prepare_many`
-    returns them all; :meth:`prepare` (one run per path) serves a file holding one run."""
+    """Source adapter for tidy tables (``--format table``).
+
+    Never detected in a folder with ``--format auto`` (a stray CSV in a run folder must not
+    become runs): a table file is read when the user names it, or, with ``--format table``,
+    every table file under the folders named (``runs_are_files``: the walker offers files,
+    not folders). A contract table file inside a stabstat run folder (``steps.parquet``
+    beside ``run.json``) is not a table of runs and is not claimed. One file holds many
+    runs: :meth:`prepare_many` returns them all; :meth:`prepare` serves a file of one run.
+    Column roles come from ``options.table``; the lines saying what was inferred go to
+    ``options.inform``.
+    """
 
     name: str = "table"
     marker_files: tuple[str, ...] = tuple(f"*{s}" for s in TABLE_SUFFIXES)
-
-    def __init__(self, options: TableOptions | None = None, *, tag_map: Mapping[str, Target] | None = None) -> None:
-        self.options = options or TableOptions()
-        self.tag_map = dict(tag_map or {})
-        self.summary: list[str] = []  #: the summary lines of the last file read
+    #: runs are files (not folders): with ``--format table`` the walker offers every file
+    runs_are_files: bool = True
 
     def detect(self, path: Path) -> int:
         return 0
 
     def locate(self, path: Path) -> Path | None:
-        return path if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES else None
+        if not (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES):
+            return None
+        return None if (path.parent / "run.json").is_file() else path
 
     def prepare_many(self, path: Path, options: PrepareOptions) -> list[RunInput]:
         """Every run of table file ``path`` (see :func:`read_table`); :class:`Reject` when unreadable."""
-        tag_map = {**self.tag_map, **getattr(options, "tag_map", {})}
         try:
-            read = read_table(path, self.options, params=options.params, tag_map=tag_map)
+            read = read_table(path, options.table, params=options.params, tag_map=options.tag_map)
         except StabstatError as exc:
             raise Reject(str(exc)) from None
-        self.summary = read.summary
-        key = {**options.params, **{f"--map {k}": v.describe() for k, v in tag_map.items()},
-               "options": repr(self.options)}
+        if options.inform is not None:
+            for line in read.summary:
+                options.inform(line)
+        key = {**options.params, **{f"--map {k}": v.describe() for k, v in options.tag_map.items()},
+               "options": repr(options.table)}
         return [r.to_run_input(files_fingerprint(f"{self.name}/{READER_VERSION}/{r.run_id}", path, key, [path]))
                 for r in read.runs]
 

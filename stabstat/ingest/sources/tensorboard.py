@@ -46,18 +46,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stabstat.errors import InputFormatError, StabstatError, require
-from stabstat.ingest.source import PrepareOptions, Reject, RunInput
+from stabstat.errors import InputFormatError, require
+from stabstat.ingest.source import PrepareOptions, RunInput
 from stabstat.ingest.sources.lightning import HPARAMS_FILE, read_hparams_yaml
 from stabstat.ingest.tags import (
     Collector,
     RunRecord,
     Target,
     base_config,
-    files_fingerprint,
     iso_time,
+    prepare_record,
     run_id_for,
     run_status,
+    side_files,
 )
 
 __all__ = ["EVENTS_PREFIX", "TensorBoardSource", "event_files", "is_tensorboard_dir", "read_tensorboard_run"]
@@ -304,16 +305,18 @@ class TensorBoardSource:
 
     A folder holding ``events.out.tfevents.*`` (or only Keras split subfolders holding them) is
     a run (strength 2: it beats a Lightning ``metrics.csv`` beside it, the same run without
-    wall times). An event file given by the user belongs to its run folder. ``root``: the
-    folder the ingest started from, for run ids (None: ids from the folder name).
+    wall times). An event file given by the user belongs to its run folder.
+    ``options.root``: the folder the ingest started from, for run ids (None: ids from the
+    folder name).
     """
 
     name: str = "tensorboard"
     marker_files: tuple[str, ...] = (EVENTS_PREFIX + "*",)
 
-    def __init__(self, *, root: Path | None = None, tag_map: Mapping[str, Target] | None = None) -> None:
-        self.root = root
-        self.tag_map = dict(tag_map or {})
+    def check_available(self) -> None:
+        """Raise :class:`~stabstat.errors.MissingExtraError` when the ``tensorboard`` package
+        (the record reader and protos) is not installed (the walker asks once per ingest)."""
+        require("tensorboard.compat.proto.event_pb2", "tensorboard", _FEATURE)
 
     def detect(self, path: Path) -> int:
         return 2 if is_tensorboard_dir(path) else 0
@@ -329,11 +332,10 @@ class TensorBoardSource:
         return folder
 
     def prepare(self, path: Path, options: PrepareOptions) -> RunInput:
-        tag_map = {**self.tag_map, **getattr(options, "tag_map", {})}
-        try:
-            record = read_tensorboard_run(path, root=self.root, params=options.params, tag_map=tag_map)
-        except StabstatError as exc:
-            raise Reject(str(exc)) from None
-        fp = files_fingerprint(f"{self.name}/{READER_VERSION}", path, {**options.params, **{
-            f"--map {k}": v.describe() for k, v in tag_map.items()}}, record.files)
-        return record.to_run_input(fp)
+        def files() -> list[Path]:  # what read_tensorboard_run reads, in its order
+            hp = [path / HPARAMS_FILE] if (path / HPARAMS_FILE).is_file() else []
+            return [f for f, _ in event_files(path)] + side_files(path) + hp
+
+        return prepare_record(
+            f"{self.name}/{READER_VERSION}", path, options, files=files,
+            read=lambda: read_tensorboard_run(path, root=options.root, params=options.params, tag_map=options.tag_map))
