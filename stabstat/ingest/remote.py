@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from stabstat.errors import InputFormatError, StorageError
 from stabstat.ingest.batch import ingest
+from stabstat.ingest.sources.mlflow_server import is_mlflow_url, mirror_mlflow
 from stabstat.remote import filesystem, is_remote, url_of
 from stabstat.store.load import IngestReport, Rejection
 
@@ -228,8 +229,9 @@ def ingest_paths(
     mirrors: list[Mirror] = []
     local_paths: list[str] = []
     for text in texts:
-        if is_remote(text):
-            m = mirror(text, cache_dir=cache_dir, storage_options=storage_options)
+        if is_remote(text):  # mlflow+http://: an MLflow server's runs mirrored as a local file store
+            m = (Mirror(url=text, local=mirror_mlflow(text, cache_dir=cache_dir or default_cache_dir()))
+                 if is_mlflow_url(text) else mirror(text, cache_dir=cache_dir, storage_options=storage_options))
             mirrors.append(m)
             local_paths.append(str(m.local))
         else:
