@@ -25,6 +25,16 @@ Kinds (``kind = ...``):
     or a permutation trend test under separation). Fix other factors with ``filter``.
 ``max_failure_rate``  ``value``: the failure rate of the selection is below ``value``
     (exact binomial test; Wilson / Clopper-Pearson CI).
+``seeds_needed``  ``value`` (seeds), ``delta``, optional ``power`` (0.8) and ``factor``:
+    ``value`` seeds per configuration are enough to detect a difference in mean of ``delta``
+    (two-sided, ``alpha``) with that power. The estimate is the analytic n with its range over
+    the CI of the runs' SD (pooled within the levels of ``factor``); the p-values are the
+    chi-square test of that SD against the largest SD for which ``value`` seeds are enough
+    (normal approximation; :func:`stabstat.analysis.plan.seeds_needed_test`).
+``variance_share``  ``component`` (a seed factor, or ``residual``), ``value`` (a share),
+    ``direction = "above" | "below"``, optional ``successful_only``: the component's share of
+    the metric's variance in the selection (one configuration: use ``filter``) is above /
+    below ``value`` (``stabstat decompose``; pigeonhole-bootstrap CI, one-sided bootstrap p).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,11 +61,13 @@ if TYPE_CHECKING:
 
 __all__ = ["KINDS", "CheckResult", "ClaimResult", "check", "claims_settings", "load_claims"]
 
-KINDS = ("failure_rate", "mean", "median", "iqm", "max", "std", "failure_trend", "max_failure_rate")
-_SELECTION_KEYS = ("metric", "split", "at", "filter", "where", "baseline", "fail_below", "include_incomplete")
+KINDS = ("failure_rate", "mean", "median", "iqm", "max", "std", "failure_trend", "max_failure_rate", "seeds_needed",
+         "variance_share")
+_SELECTION_KEYS = ("metric", "split", "at", "filter", "where", "params", "baseline", "fail_below",
+                   "include_incomplete")
 _SETTINGS_KEYS = ("alpha", "correction", "resamples", "seed", "ci_method", "confidence")
 _CLAIM_KEYS = {"name", "kind", "factor", "higher", "lower", "direction", "value", "successful_only",
-               "transform", *_SELECTION_KEYS}
+               "transform", "delta", "power", "component", *_SELECTION_KEYS}
 _REQUIRED = {
     "failure_rate": ("factor", "higher", "lower"),
     "mean": ("factor", "higher", "lower"),
@@ -65,6 +77,8 @@ _REQUIRED = {
     "std": ("factor", "higher", "lower"),
     "failure_trend": ("factor", "direction"),
     "max_failure_rate": ("value",),
+    "seeds_needed": ("value", "delta"),
+    "variance_share": ("component", "value", "direction"),
 }
 
 
@@ -170,43 +184,64 @@ def load_claims(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]
             raise ConfigError(f"{where}: direction must be 'increasing' or 'decreasing', got {c['direction']!r}")
         if kind == "max_failure_rate" and not (isinstance(c["value"], (int, float)) and 0 < c["value"] < 1):
             raise ConfigError(f"{where}: value must be a rate between 0 and 1, got {c['value']!r}")
+        if kind in ("seeds_needed", "variance_share"):
+            _check_planning_claim(c, where)
     return defaults, claims
+
+
+def _check_planning_claim(c: Mapping[str, Any], where: str) -> None:
+    """The fields of ``seeds_needed`` and ``variance_share`` claims."""
+    v = c["value"]
+    if c["kind"] == "seeds_needed":
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 2):
+            raise ConfigError(f"{where}: value must be a number of seeds >= 2, got {v!r}")
+        if not (isinstance(c["delta"], (int, float)) and not isinstance(c["delta"], bool) and c["delta"] != 0):
+            raise ConfigError(f"{where}: delta must be a non-zero difference in the metric, got {c['delta']!r}")
+        pw = c.get("power", 0.8)
+        if not (isinstance(pw, (int, float)) and 0 < pw < 1):
+            raise ConfigError(f"{where}: power must be between 0 and 1, got {pw!r}")
+        return
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+        raise ConfigError(f"{where}: value must be a share between 0 and 1, got {v!r}")
+    if c["direction"] not in ("above", "below"):
+        raise ConfigError(f"{where}: direction must be 'above' or 'below', got {c['direction']!r}")
+    if not isinstance(c["component"], str):
+        raise ConfigError(f"{where}: component must be a seed factor's name or 'residual', got {c['component']!r}")
+
+
+#: The statistics settings a claims file's ``[defaults]`` may set and a command line may override.
+_MERGED = ("resamples", "seed", "ci_method", "confidence", "correction")
 
 
 def claims_settings(defaults: Mapping[str, Any], *, settings: Settings | None = None,
                     overrides: Mapping[str, int | float | str | None] | None = None,
                     correction: str | None = None) -> Settings:
     """The statistics settings the claims of a file are evaluated with: the one place where a
-    claims file's ``[defaults]`` and the caller's settings are merged.
+    claims file's ``[defaults]`` and the caller's settings are merged, by one rule.
 
-    ``resamples``, ``seed``, ``ci_method`` and ``confidence``:
+    Field by field (``resamples``, ``seed``, ``ci_method``, ``confidence``,
+    ``correction``): the command line (``overrides[name]`` when not None; ``correction``
+    also as the argument) > the file's ``[defaults]`` > :class:`Settings`' default.
+    ``stabstat check`` and ``stabstat report --claims`` both pass exactly the options given
+    on their command line, so ``check c.toml --seed 3`` and ``report --claims c.toml --seed 3``
+    use the same settings (seed 3, the file's resamples).
 
-    * with ``settings``: all four from it, the file's ignored. :func:`check` (``settings=``)
-      and ``stabstat report --claims`` take this form: the report passes its whole
-      command-line :class:`Settings` as soon as one of the four options is given on the
-      command line (the others then at the command line's defaults);
-    * without: field by field, ``overrides[name]`` (when given and not None), else the
-      file's value, else :class:`Settings`' default. ``stabstat check --resamples/--seed``
-      takes this form (the file's values for the options not given).
-
-    ``correction``: the argument, else the file's, else ``settings.correction`` (default holm).
-
-    The two forms disagree when only some options are given (the report's claims then use
-    the command line's defaults where ``stabstat check`` uses the file's); making them agree
-    changes output and is a separate issue, so both are kept here side by side.
+    ``settings`` (Python API): a whole :class:`Settings` that replaces the file's values
+    (``correction`` given here still wins).
     """
-    if settings is not None:
-        base = settings
-    else:
-        given = {k: v for k, v in (overrides or {}).items() if v is not None}
-        default = Settings()
-        base = Settings(
-            resamples=int(given.get("resamples", defaults.get("resamples", default.resamples))),
-            seed=int(given.get("seed", defaults.get("seed", default.seed))),
-            ci_method=str(given.get("ci_method", defaults.get("ci_method", default.ci_method))),
-            confidence=float(given.get("confidence", defaults.get("confidence", default.confidence))),
-        )
-    return replace(base, correction=correction or str(defaults.get("correction", base.correction)))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if correction is not None:
+        given["correction"] = correction
+    unknown = set(given) - set(_MERGED)
+    if unknown:
+        raise ValueError(f"claims_settings: unknown override(s) {sorted(unknown)}; allowed: {', '.join(_MERGED)}")
+    default = Settings()
+    base = {k: getattr(settings, k) if settings is not None else defaults.get(k, getattr(default, k))
+            for k in _MERGED}
+    merged = base | given
+    return Settings(resamples=int(merged["resamples"]), seed=int(merged["seed"]),
+                    ci_method=str(merged["ci_method"]), confidence=float(merged["confidence"]),
+                    correction=str(merged["correction"]))
 
 
 def _selection(defaults: Mapping[str, Any], claim: Mapping[str, Any], where: str) -> Selection:
@@ -229,9 +264,13 @@ def _selection(defaults: Mapping[str, Any], claim: Mapping[str, Any], where: str
         else:
             raise ConfigError(f"{where}: filter must be a table {{key = value}} or a list of 'key=value'")
     # Values written as TOML strings are parsed like --filter for non-text factors.
+    params = merged.get("params", [])
+    if not isinstance(params, list):
+        raise ConfigError(f"{where}: params must be a list of values for the ? of where, e.g. params = [2e-5]")
     return Selection(filters=filters, where=merged.get("where"), metric=merged.get("metric"),
                      split=merged.get("split"), at=merged.get("at", "final"), baseline=merged.get("baseline"),
-                     fail_below=merged.get("fail_below"), include_incomplete=bool(merged.get("include_incomplete", False)))
+                     fail_below=merged.get("fail_below"), include_incomplete=bool(merged.get("include_incomplete", False)),
+                     params=tuple(params))
 
 
 def _level_frame(runset: RunSet, factor: str, level: Any, where: str, field_name: str) -> pl.DataFrame:
@@ -250,6 +289,14 @@ def _level_frame(runset: RunSet, factor: str, level: Any, where: str, field_name
                 return runset.frame.filter(pl.col(factor) == v)
     raise ConfigError(f"{where}: {field_name} = {level!r} is not a level of {factor!r}; levels: "
                       f"{', '.join(map(str, sorted(present, key=str)))}")
+
+
+def _label(v: Any) -> str:
+    """A level as the CLI and the page spell it: ``true``/``false`` (TOML's spelling, not
+    Python's ``True``), numbers shortest, text as is (as :func:`stabstat._text.level`)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _same_level(v: Any, c: Any) -> bool:
@@ -287,6 +334,8 @@ def _evaluate(store: Store, claim: Mapping[str, Any], sel: Selection, cfg: Setti
     """Evidence for claim number ``index`` (which salts its generators: ``[seed, 100, index]``
     and ``[seed, 101, index]``)."""
     kind = claim["kind"]
+    if kind in ("seeds_needed", "variance_share"):
+        return _planning_claim(store, claim, sel, cfg, index)
     factor = claim.get("factor")
     runset = select_runs(store, [factor] if factor else [], selection=sel)
     factor = runset.by[0] if runset.by else None
@@ -298,10 +347,44 @@ def _evaluate(store: Store, claim: Mapping[str, Any], sel: Selection, cfg: Setti
         return _failure_trend(runset, factor, claim, cfg, where, index, warnings)
     hi = _level_frame(runset, factor, claim["higher"], where, "higher")
     lo = _level_frame(runset, factor, claim["lower"], where, "lower")
-    label = f"{factor}={claim['higher']} vs {factor}={claim['lower']}"
+    label = f"{factor}={_label(claim['higher'])} vs {factor}={_label(claim['lower'])}"
     if kind == "failure_rate":
         return _failure_rate(hi, lo, claim, cfg, label, warnings)
     return _metric_statistic(hi, lo, claim, cfg, label, index, warnings)
+
+
+def _planning_claim(store: Store, claim: Mapping[str, Any], sel: Selection, cfg: Settings, index: int) -> _Evidence:
+    """``seeds_needed`` (chi-square test of the runs' SD) and ``variance_share`` (decompose's
+    pigeonhole bootstrap; one-sided bootstrap p-values), salted ``[seed, 102, index]``."""
+    from stabstat.analysis.decompose import SEED_FACTORS, component_shares
+    from stabstat.analysis.plan import seeds_needed_test
+
+    if claim["kind"] == "seeds_needed":
+        factor = claim.get("factor")
+        runset = select_runs(store, [factor] if factor else [], selection=sel)
+        t = seeds_needed_test(runset, runset.by[0] if runset.by else None, seeds=int(claim["value"]),
+                              delta=float(claim["delta"]), power=float(claim.get("power", 0.8)),
+                              confidence=cfg.confidence)
+        n_needed, n_low, n_high = (math.nan if n is None else float(n) for n in (t.n_needed, t.n_low, t.n_high))
+        return _Evidence(n_needed, n_low, n_high, "normal approximation, SD chi-square CI",
+                         t.p_for, t.p_against, "chi-square test of the SD, one-sided", {"all": t.df + 1},
+                         detail=f"seeds needed to detect {t.delta:g} with power {float(claim.get('power', 0.8)):g}: "
+                                f"SD {t.sd:.3g} (df {t.df}) vs at most {t.sd_max:.3g} for {t.seeds} seeds",
+                         warnings=list(runset.warnings))
+    known = store.factors()
+    runset = select_runs(store, selection=sel, extra=[f for f in SEED_FACTORS if f in known])
+    res = component_shares(runset, successful_only=bool(claim.get("successful_only", False)), settings=cfg,
+                           salt=(102, index))
+    name, value, above = str(claim["component"]), float(claim["value"]), claim["direction"] == "above"
+    names = [c.name for c in res.components]
+    if name not in names:
+        raise ConfigError(f"claim {claim.get('name', index)!r}: component {name!r} is not among {', '.join(names)}")
+    c = res.component(name)
+    return _Evidence(c.share, c.share_ci_low, c.share_ci_high, f"percentile, pigeonhole bootstrap ({res.method})",
+                     res.share_p_value(name, value, above=above), res.share_p_value(name, value, above=not above),
+                     "bootstrap, one-sided", {"all": res.n},
+                     detail=f"share of the variance from {name}; claim: {claim['direction']} {value:g}",
+                     warnings=list(runset.warnings) + list(res.warnings))
 
 
 def _max_failure_rate(runset: RunSet, claim: Mapping[str, Any], cfg: Settings, warnings: list[str]) -> _Evidence:
@@ -369,7 +452,7 @@ def _failure_rate(hi: pl.DataFrame, lo: pl.DataFrame, claim: Mapping[str, Any], 
     return _Evidence(d.estimate, d.ci_low, d.ci_high, "newcombe",
                      p_for=S.fisher_exact(ka, na, kb, nb, alternative="greater"),
                      p_against=S.fisher_exact(ka, na, kb, nb, alternative="less"), test="fisher exact, one-sided",
-                     n={str(claim["higher"]): na, str(claim["lower"]): nb},
+                     n={_label(claim["higher"]): na, _label(claim["lower"]): nb},
                      detail=f"failure rate {label}: {ka}/{na} vs {kb}/{nb}",
                      warnings=warnings + S.seed_warnings(min(na, nb), purpose="a failure-rate comparison"))
 
@@ -381,7 +464,7 @@ def _metric_statistic(hi: pl.DataFrame, lo: pl.DataFrame, claim: Mapping[str, An
     kind = claim["kind"]
     succ = bool(claim.get("successful_only", False))
     a, b = metric_values(hi, successful_only=succ), metric_values(lo, successful_only=succ)
-    sizes = {str(claim["higher"]): int(a.size), str(claim["lower"]): int(b.size)}
+    sizes = {_label(claim["higher"]): int(a.size), _label(claim["lower"]): int(b.size)}
     if min(a.size, b.size) < 2:
         return _Evidence(math.nan, math.nan, math.nan, cfg.ci_method, math.nan, math.nan, "none", sizes,
                          f"{kind} {label}: too few runs", warnings + ["fewer than 2 runs in a group"])
@@ -418,13 +501,16 @@ def _metric_statistic(hi: pl.DataFrame, lo: pl.DataFrame, claim: Mapping[str, An
 
 
 def check(store: Store, path: str | Path, *, settings: Settings | None = None, alpha: float | None = None,
-          correction: str | None = None) -> CheckResult:
+          correction: str | None = None,
+          overrides: Mapping[str, int | float | str | None] | None = None) -> CheckResult:
     """Evaluate every claim of the file at ``path`` (see the module docstring).
 
-    ``settings``, ``alpha`` and ``correction`` given here override the file's defaults.
+    ``settings`` (whole), ``overrides`` (field by field; what a command line gave),
+    ``alpha`` and ``correction`` given here override the file's defaults
+    (:func:`claims_settings` has the rule).
     """
     defaults, claims = load_claims(path)
-    cfg = claims_settings(defaults, settings=settings, correction=correction)
+    cfg = claims_settings(defaults, settings=settings, overrides=overrides, correction=correction)
     a = float(alpha if alpha is not None else defaults.get("alpha", 0.05))
     if not 0 < a < 1:
         raise ConfigError(f"{path}: alpha must be in (0, 1), got {a}")

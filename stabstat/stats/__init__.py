@@ -28,6 +28,9 @@ One concept each; import from the package (``from stabstat import stats as S``):
 * ``trends``      logistic regression of failure on factors
 * ``variance``    Brown-Forsythe test, SD ratio CI
 * ``multiple``    Holm and Benjamini-Hochberg adjustments
+* ``components``  variance components over crossed seed factors (ANOVA / REML, pigeonhole bootstrap)
+* ``power``       how many seeds: bootstrap and analytic power, Fisher power, CI width
+* ``expected_max`` expected maximum of k runs (Tang et al. 2020 unbiased; Dodge et al. 2019 plug-in)
 
 Imports point one way: ``_common`` and ``results`` import nothing of the project;
 ``resampling`` imports them; the other modules import those (``resampling`` only where they
@@ -49,11 +52,16 @@ stratified bootstrap, probability of improvement).
 from __future__ import annotations
 
 from stabstat.stats._common import (
+    AUTO_TEXT,
+    CI_METHODS,
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
     MIN_SEEDS,
+    PERCENTILE_AT_MOST,
+    SD_PERCENTILE_BELOW,
     STATISTICS,
+    default_ci_method,
     seed_warnings,
 )
 from stabstat.stats.bootstrap import (
@@ -64,8 +72,24 @@ from stabstat.stats.bootstrap import (
     bootstrap_statistics,
     probability_of_improvement,
 )
+from stabstat.stats.components import ComponentsResult, VarianceComponent, variance_components
+from stabstat.stats.expected_max import (
+    ExpectedMaxResult,
+    expected_max,
+    expected_max_budget,
+    expected_max_curve,
+)
 from stabstat.stats.multiple import adjust_pvalues, benjamini_hochberg, holm
 from stabstat.stats.permutation import permutation_test, trend_permutation_test
+from stabstat.stats.power import (
+    EXACT_MAX_N,
+    bootstrap_power,
+    ci_width_n,
+    fisher_power,
+    normal_n,
+    normal_power,
+    pilot_sd_interval,
+)
 from stabstat.stats.proportions import (
     clopper_pearson_interval,
     failure_rate,
@@ -87,35 +111,53 @@ from stabstat.stats.trends import logistic_regression, logistic_trend
 from stabstat.stats.variance import brown_forsythe, sd_ratio_ci
 
 __all__ = [
+    "AUTO_TEXT",
+    "CI_METHODS",
     "DEFAULT_CONFIDENCE",
     "DEFAULT_RESAMPLES",
     "DEFAULT_SEED",
+    "EXACT_MAX_N",
     "MIN_SEEDS",
+    "PERCENTILE_AT_MOST",
+    "SD_PERCENTILE_BELOW",
     "STATISTICS",
     "BootstrapResult",
+    "ComponentsResult",
+    "ExpectedMaxResult",
     "RateDiffResult",
     "RateResult",
     "TestResult",
     "TrendResult",
+    "VarianceComponent",
     "adjust_pvalues",
     "benjamini_hochberg",
     "bootstrap_ci",
     "bootstrap_correlation",
     "bootstrap_diff",
     "bootstrap_groups",
+    "bootstrap_power",
     "bootstrap_statistics",
     "brown_forsythe",
+    "ci_width_n",
     "clopper_pearson_interval",
     "compute_statistic",
+    "default_ci_method",
     "draw_counts",
+    "expected_max",
+    "expected_max_budget",
+    "expected_max_curve",
     "failure_rate",
     "fisher_exact",
+    "fisher_power",
     "holm",
     "iqm",
     "logistic_regression",
     "logistic_trend",
     "newcombe_diff",
+    "normal_n",
+    "normal_power",
     "permutation_test",
+    "pilot_sd_interval",
     "probability_of_improvement",
     "rate_interval",
     "sd_ratio_ci",
@@ -123,5 +165,6 @@ __all__ = [
     "stratified_bootstrap",
     "stratified_bootstrap_groups",
     "trend_permutation_test",
+    "variance_components",
     "wilson_interval",
 ]

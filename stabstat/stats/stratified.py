@@ -33,6 +33,7 @@ from stabstat.stats._common import (
     _as_1d,
     _as_rng,
     _check_common,
+    resolve_method,
     seed_warnings,
 )
 from stabstat.stats.resampling import (
@@ -86,9 +87,11 @@ def stratified_bootstrap_groups(
     out: list[BootstrapResult | None] = [None] * len(tasks)
     label = f"{statistic} (stratified, {'pooled' if combine == 'pool' else 'mean over tasks'})"
     # Fixed order of layouts so the same data and seed always consume the stream alike.
+    requested = method
     for layout in sorted(layouts):
         idx = layouts[layout]
         sizes = np.array(layout)
+        method = resolve_method(requested, statistic, int(sizes.sum()))
         if len(layout) == 0 or sizes.min() < 2:
             for i in idx:
                 out[i] = _result(math.nan, math.nan, math.nan, label, method, resamples, seed,
