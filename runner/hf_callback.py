@@ -32,6 +32,13 @@ logs the same pre-clip ``grad_norm``. With fp16, DeepSpeed or FSDP it leaves cli
 records the norms it sees (after clipping) and sets ``config["layer_grads_after_clipping"] = true``
 in ``run.json`` so the analysis can tell.
 
+The forgetting probe (Mosbach et al. 2021, section 4; :mod:`runner.probe`) runs at
+``on_train_end`` when asked: ``StabstatCallback(..., probe=["forgetting"], probe_texts=texts_or_file)``.
+It resets the top k layers of the trained model to the pre-trained checkpoint
+(``probe_pretrained``, default the model's ``_name_or_path``) for k = 0..L and logs the MLM loss,
+perplexity and accuracy on the masked texts as evaluations of split ``probe.k<k>`` at the last
+step. A model without a pre-trained MLM head gets one line on stderr and the run completes as usual.
+
 Not recorded: per-example predictions (the Trainer does not expose them to callbacks), and an
 evaluation run before ``train()``. If training raises, the run stays ``running`` and reads as
 ``interrupted`` once its heartbeat is stale.
@@ -41,7 +48,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
@@ -97,6 +104,15 @@ class StabstatCallback(TrainerCallback):
         Name of the split ``trainer.evaluate()`` scores (default ``dev``).
     overwrite
         Replace an existing run directory of the same id.
+    probe
+        End-of-training probes, e.g. ``["forgetting"]`` (see the module docstring).
+    probe_texts
+        The probe's texts: a list of strings or a text file (one text per line); required with ``probe``.
+    probe_pretrained
+        The pre-trained ``*ForMaskedLM`` checkpoint (folder or hub name); default the model's
+        ``config._name_or_path``.
+    probe_max_length, probe_max_texts, probe_seed
+        Tokens per text, number of texts (the first ones) and the masks' seed.
     """
 
     def __init__(
@@ -109,7 +125,30 @@ class StabstatCallback(TrainerCallback):
         split: str = "dev",
         overwrite: bool = False,
         flush_every_s: float = 30.0,
+        probe: Sequence[str] = (),
+        probe_texts: Sequence[str] | str | os.PathLike[str] | None = None,
+        probe_pretrained: str | None = None,
+        probe_max_length: int = 128,
+        probe_max_texts: int | None = None,
+        probe_seed: int = 0,
     ) -> None:
+        from runner.probe import DEFAULT_MAX_TEXTS, PROBES, read_probe_file
+        from stabstat.errors import ConfigError
+
+        unknown = [p for p in probe if p not in PROBES]
+        if unknown:
+            raise ConfigError(f"StabstatCallback(probe=...): unknown probe {unknown[0]!r}; known: {', '.join(PROBES)}")
+        if probe and probe_texts is None:
+            raise ConfigError("StabstatCallback(probe=...): give probe_texts= (a list of texts or a text file, "
+                              "one text per line)")
+        if isinstance(probe_texts, (str, os.PathLike)):
+            probe_texts = read_probe_file(probe_texts)
+        self.probe = tuple(probe)
+        self.probe_texts = list(probe_texts or ())
+        self.probe_pretrained = probe_pretrained
+        self.probe_max_length = int(probe_max_length)
+        self.probe_max_texts = int(probe_max_texts or DEFAULT_MAX_TEXTS)
+        self.probe_seed = int(probe_seed)
         self.out_dir = out_dir
         self.run_id = run_id
         self.user_config = dict(config or {})
@@ -145,6 +184,8 @@ class StabstatCallback(TrainerCallback):
         )
         if args.max_grad_norm and not takes_over:
             config["layer_grads_after_clipping"] = True
+        if self.probe:
+            config["probe"] = list(self.probe)
         config.update(self.user_config)
         run_id = self.run_id or make_run_id(config)
         self.logger = RunLogger(self.out_dir, run_id, config, task=self.task, overwrite=self.overwrite,
@@ -207,4 +248,20 @@ class StabstatCallback(TrainerCallback):
         if self.logger is None or self.logger.finished:
             return
         self._flush_pending()
+        if self.probe and not self.logger.diverged:
+            self._run_probe(state, kwargs.get("model"), kwargs.get("processing_class") or kwargs.get("tokenizer"))
         self.logger.finish("diverged" if self.logger.diverged else "completed")
+
+    def _run_probe(self, state: Any, model: Any, tokenizer: Any) -> None:
+        """The probes of :mod:`runner.probe` on the trained model, logged at the last step."""
+        from runner.probe import run_probes
+
+        pretrained = self.probe_pretrained or str(getattr(model.config, "_name_or_path", "") or "")
+        if tokenizer is None or not hasattr(tokenizer, "mask_token_id"):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(pretrained)
+        run_probes(self.probe, model=model, pretrained=pretrained, tokenizer=tokenizer,
+                   texts=(self.probe_texts, None), logger=self.logger, step=int(state.global_step),
+                   max_length=self.probe_max_length, seed=self.probe_seed, max_texts=self.probe_max_texts,
+                   device=next(model.parameters()).device)
