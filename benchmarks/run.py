@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-AREAS = ["gradnorms", "ingest", "stats", "cli", "report"]
+AREAS = ["gradnorms", "ingest", "stats", "cli", "report", "sources", "trackers", "planning", "probe"]
 
 
 def _machine() -> str:

@@ -12,6 +12,7 @@ Modules, each importing only the ones below it::
     train        train one run (run_planned: idempotent, via rundirs)
     hf_callback  the same run directory from a Hugging Face Trainer
     sweep        sweep files -> planned runs, run ids, presets
+    probe        the end-of-run forgetting probe (MLM perplexity with the top k layers reset)
     rundirs      local or object-store run directories: status, pending, one attempt
     storage      object store: the mirroring logger, remote statuses
     tasks/       TaskData, task loaders, the synthetic task, metrics

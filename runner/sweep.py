@@ -54,12 +54,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stabstat.errors import ConfigError
+from stabstat.errors import ConfigError, StabstatError
 
 __all__ = [
     "DEFAULTS",
     "KEYS",
+    "OPTIONAL_KEYS",
     "PRESETS",
+    "SEED_STREAMS",
     "PlannedRun",
     "load_preset",
     "parse_seeds",
@@ -90,7 +92,7 @@ KEYS: dict[str, Key] = {
     "model": Key((str,), "minilm", "'minilm' (offline pre-trained default), 'tiny' (random, tests), a folder or a hub name"),
     "task": Key((str,), None, "rte, mrpc, cola, sst2, qnli, synthetic, or any name with train_file/dev_file"),
     "recipe": Key((str,), None, "name of the recipe: the arm's name, else the preset's, else 'custom'", nullable=True),
-    "seed": Key((int,), 0, "training seed (model head init, dropout, batch order); set by `seeds`"),
+    "seed": Key((int,), 0, "training seed: the default of init_seed, order_seed and dropout_seed; set by `seeds`"),
     "data_seed": Key((int, str), 0, "seed of the n_train subset; \"seed\" = use the training seed", choices=None),
     "lr": Key((float,), 2e-5, "peak learning rate", minimum=0.0),
     "bias_correction": Key((bool,), True, "Adam's bias correction (false = BERT's BertAdam)"),
@@ -117,7 +119,33 @@ KEYS: dict[str, Key] = {
     "metrics": Key((list,), None, "your own task: metrics (accuracy, f1, mcc, acc_f1; default accuracy)", nullable=True),
 }
 
-DEFAULTS: dict[str, Any] = {k: v.default for k, v in KEYS.items()}
+#: Keys that are in a run's config only when set (null = unset), unlike those of :data:`KEYS`
+#: (always there, with their defaults): adding one changes neither the configs nor the run ids of
+#: sweeps that do not use it. The seed streams, each defaulting to ``seed`` (a sweep can cross
+#: them: ``[grid] init_seed = [0, 1, 2, 3, 4]``, ``order_seed = [0, 1, 2, 3, 4]``).
+OPTIONAL_KEYS: dict[str, Key] = {
+    "init_seed": Key((int,), None, "seed of the new weights (classifier head; all of a random model); null = seed",
+                     nullable=True, minimum=0),
+    "order_seed": Key((int,), None, "seed of the training data order (shuffling); null = seed", nullable=True,
+                      minimum=0),
+    "dropout_seed": Key((int,), None, "seed of the dropout masks; null = seed", nullable=True, minimum=0),
+    "probe": Key((list,), None, "end-of-run probes: [\"forgetting\"] (top-k layers reset to pre-trained, MLM perplexity)",
+                 nullable=True),
+    "probe_file": Key((str,), None, "forgetting probe: a text file, one text per line (null = the dev texts)",
+                      nullable=True),
+    "probe_max_texts": Key((int,), None, "forgetting probe: use the first N texts (null = 256)", nullable=True,
+                           minimum=1),
+    "probe_seed": Key((int,), None, "forgetting probe: seed of the masks, the same for every run (null = 0)",
+                      nullable=True, minimum=0),
+}
+
+#: Randomness streams that default to ``seed`` (in :data:`OPTIONAL_KEYS`).
+SEED_STREAMS = ("init_seed", "order_seed", "dropout_seed")
+
+#: The forgetting probe's keys (in :data:`OPTIONAL_KEYS`; runner.probe, README "The forgetting probe").
+PROBE_KEYS = ("probe", "probe_file", "probe_max_texts", "probe_seed")
+
+DEFAULTS: dict[str, Any] = {k: v.default for k, v in KEYS.items() if k not in SEED_STREAMS}
 
 #: ``launcher`` is the cluster table read by :mod:`runner.launchers` (partition, time, gpus ...)
 _TOP_KEYS = ("name", "seeds", "preset", "config", "grid", "arms", "factors", "launcher")
@@ -160,7 +188,7 @@ class _Checker:
         self.yaml = yaml
 
     def known(self) -> list[str]:
-        return [*KEYS, *self.factors]
+        return [*KEYS, *OPTIONAL_KEYS, *self.factors]
 
     def error(self, where: str, msg: str) -> ConfigError:
         return ConfigError(f"{self.source}: {where}: {msg}")
@@ -170,7 +198,7 @@ class _Checker:
         self.check_key(key, where)
         if key in self.factors:
             return self._factor_value(key, value, where)
-        spec = KEYS[key]
+        spec = KEYS[key] if key in KEYS else OPTIONAL_KEYS[key]
         if value is None:
             if spec.nullable:
                 return None
@@ -212,11 +240,11 @@ class _Checker:
         """Raise for a key that is neither built in nor declared under [factors]."""
         if key == "seed":
             raise self.error(where, "set seeds with the top-level `seeds` (a count or a list), not `seed`")
-        if key not in KEYS and key not in self.factors:
+        if key not in KEYS and key not in OPTIONAL_KEYS and key not in self.factors:
             raise self.error(
                 where,
                 f"unknown key {key!r}{_suggest(key, self.known())}; declare your own factors under [factors] "
-                f"(name = default value); known keys: {', '.join(KEYS)}",
+                f"(name = default value); known keys: {', '.join([*KEYS, *OPTIONAL_KEYS])}",
             )
 
     def _factor_value(self, key: str, value: Any, where: str) -> Any:
@@ -343,7 +371,37 @@ def make_run_id(config: Mapping[str, Any]) -> str:
     return f"{task}-{digest}"
 
 
+def _check_probe(cfg: dict[str, Any], where: str, source: str) -> None:
+    """Drop unset probe keys (null, or ``probe = []``) and check the set ones."""
+    if not cfg.get("probe"):
+        cfg.pop("probe", None)
+    for k in PROBE_KEYS:
+        if k in cfg and cfg[k] is None:
+            del cfg[k]
+    if "probe" not in cfg:
+        extra = [k for k in PROBE_KEYS if k in cfg]
+        if extra:
+            raise ConfigError(f"{source}: {where}: {extra[0]} is set but no probe is asked for; "
+                              "add probe = [\"forgetting\"]")
+        return
+    from runner.probe import PROBES, check_probe_file
+
+    for name in cfg["probe"]:
+        if name not in PROBES:
+            raise ConfigError(f"{source}: {where}: probe {name!r} is unknown{_suggest(name, PROBES)}; "
+                              f"known probes: {', '.join(PROBES)}")
+    if "probe_file" in cfg:
+        try:
+            check_probe_file(cfg["probe_file"])
+        except StabstatError as exc:
+            raise ConfigError(f"{source}: {where}: {exc}") from None
+
+
 def _finalise(cfg: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    for k in SEED_STREAMS:
+        if k in cfg and cfg[k] is None:
+            del cfg[k]  # null = the default (seed): the same config, hence the same run_id, as unset
+    _check_probe(cfg, where, source)
     if cfg.get("task") in (None, ""):
         raise ConfigError(f"{source}: {where}: no task; set task under [config] (e.g. task = \"rte\")")
     if cfg.get("max_steps") is not None:
@@ -392,7 +450,7 @@ def plan(
     if not isinstance(factors_raw, Mapping):
         raise ConfigError(f"{source}: [factors] must be a table of name = default value")
     for k, v in factors_raw.items():
-        if k in KEYS or k in _TOP_KEYS or k in ("preset", "name"):
+        if k in KEYS or k in OPTIONAL_KEYS or k in _TOP_KEYS or k in ("preset", "name"):
             raise ConfigError(f"{source}: [factors].{k}: {k!r} is a built-in key; factors are your own extra keys")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
             raise ConfigError(f"{source}: [factors].{k}: a factor name must be an identifier (letters, digits, _)")

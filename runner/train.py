@@ -9,11 +9,16 @@ is :mod:`runner.rundirs`.
 
 The training loop (plain PyTorch, no Trainer):
 
-* Determinism: everything random -- the new classification head (and the tiny model), dropout
-  and the batch order -- derives from the run's ``seed``. The batch order uses its own
-  ``torch.Generator``; model initialisation and dropout use torch's global generator, seeded
-  inside ``torch.random.fork_rng()`` so nothing leaks into or out of the run. On CPU with the same
-  number of threads the same config and seed give identical logs (wall times aside).
+* Determinism: everything random derives from the run's seed streams (:func:`seed_streams`):
+  ``init_seed`` the new weights (classification head; all of the tiny model), ``order_seed`` the
+  batch order (its own ``torch.Generator``), ``dropout_seed`` the dropout masks, ``data_seed`` the
+  ``n_train`` subset; the first three default to ``seed``. Initialisation and dropout use torch's
+  global generator inside ``torch.random.fork_rng()`` so nothing leaks into or out of the run.
+  Without ``init_seed`` / ``dropout_seed`` in the config, dropout continues the initialisation's
+  stream exactly as before these keys existed (old runs reproduce bit for bit); with either, the
+  global generator is re-seeded with ``dropout_seed`` after the model is built, so crossing
+  ``init_seed`` x ``dropout_seed`` varies one stream at a time. On CPU with the same number of
+  threads the same config gives identical logs (wall times aside).
 * Schedule: with T steps and W = ceil(warmup_ratio * T) warm-up steps, step s (1-based) uses
   ``lr * s / W`` for s <= W, then ``lr * (T - s + 1) / (T - W)``: linear decay that would reach 0
   one step after the last, so no step is wasted at lr 0.
@@ -26,6 +31,8 @@ The training loop (plain PyTorch, no Trainer):
   task metric plus the dev loss, and per-example predictions.
 * A non-finite training loss is logged, no update is made, the model is evaluated once more and
   the run ends with status ``diverged``.
+* With ``probe = ["forgetting"]``, after the last evaluation of a run that did not diverge: the
+  forgetting probe (:mod:`runner.probe`), logged as evaluations of split ``probe.k<k>``.
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from schemas import DONE_STATUSES
 if TYPE_CHECKING:
     from runner.sweep import PlannedRun
 
-__all__ = ["StepCallback", "lr_at", "run_planned", "train_run"]
+__all__ = ["StepCallback", "lr_at", "run_planned", "seed_streams", "train_run"]
 
 #: ``on_step(run_id, step, total_steps, loss)``: called after every optimiser step.
 StepCallback = Callable[[str, int, int, float], None]
@@ -56,6 +63,16 @@ def lr_at(step: int, *, lr: float, total_steps: int, warmup_steps: int) -> float
     if warmup_steps > 0 and step <= warmup_steps:
         return lr * step / warmup_steps
     return lr * (total_steps - step + 1) / max(1, total_steps - warmup_steps)
+
+
+def seed_streams(config: Mapping[str, Any]) -> dict[str, int]:
+    """The run's independent seeds: ``init_seed``, ``order_seed``, ``dropout_seed`` (each
+    ``seed`` when absent or null) and ``data_seed`` (``seed`` when ``"seed"``, else its value,
+    default 0 as before the streams existed)."""
+    seed = int(config["seed"])
+    out = {k: seed if config.get(k) is None else int(config[k]) for k in ("init_seed", "order_seed", "dropout_seed")}
+    out["data_seed"] = seed if config.get("data_seed") == "seed" else int(config.get("data_seed") or 0)
+    return out
 
 
 class _Encoded:
@@ -135,12 +152,11 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
     from runner.optim import AdamW
     from runner.tasks import load_task, subsample
 
-    seed = int(config["seed"])
-    torch.manual_seed(seed)  # inside fork_rng (see train_run): head init and dropout
+    seeds = seed_streams(config)
+    torch.manual_seed(seeds["init_seed"])  # inside fork_rng (see train_run): the new weights
     tokenizer = load_tokenizer(config["model"])
     data = load_task(config, data_dir=data_dir, tokenizer=tokenizer)
-    data_seed = seed if config.get("data_seed") == "seed" else int(config.get("data_seed") or 0)
-    data = subsample(data, config.get("n_train"), data_seed=data_seed)
+    data = subsample(data, config.get("n_train"), data_seed=seeds["data_seed"])
     logger.set_task(data.info())
 
     max_length = int(config["max_length"])
@@ -148,6 +164,10 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
     dev = _Encoded(tokenizer, data.dev_a, data.dev_b, data.dev_labels, max_length)
 
     model = load_model(config["model"], num_labels=data.num_labels, dropout=config.get("dropout"))
+    if config.get("init_seed") is not None or config.get("dropout_seed") is not None:
+        # A stream of its own for dropout; without either key the masks continue the init
+        # stream, as before the keys existed, so old runs reproduce exactly.
+        torch.manual_seed(seeds["dropout_seed"])
     model.to(device)
     model.train()
     grads = LayerGradNorms(model)
@@ -180,7 +200,7 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
             logger.log_predictions(step, "dev", example_ids, dev.labels.numpy(), preds, prob)
 
     evaluate(0)
-    order_gen = torch.Generator().manual_seed(seed)
+    order_gen = torch.Generator().manual_seed(seeds["order_seed"])
     order = torch.randperm(n, generator=order_gen)
     pos = 0
     last_eval = 0
@@ -215,6 +235,14 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
             last_eval = step
     if step != last_eval:  # diverged: one more evaluation, so the run has a final dev score
         evaluate(step)
+    if config.get("probe") and not logger.diverged:  # opt-in, after the last evaluation (runner.probe)
+        from runner.probe import DEFAULT_MAX_TEXTS, probe_texts_of, run_probes
+
+        opt.state.clear()  # Adam's moments (two model copies) are done: the probe's one copy fits there
+        run_probes(config["probe"], model=model, pretrained=config["model"], tokenizer=tokenizer,
+                   texts=probe_texts_of(config, data.dev_a, data.dev_b), logger=logger, step=step,
+                   max_length=max_length, seed=int(config.get("probe_seed") or 0),
+                   max_texts=int(config.get("probe_max_texts") or DEFAULT_MAX_TEXTS), device=device)
 
 
 def train_run(

@@ -67,7 +67,10 @@ def test_report_renders_offline(tmp_path: Path) -> None:
     out = rep.write(tmp_path / "report.html")
     res = render_report(out, screenshot=tmp_path / "report.png")
     _check(res, len(rep.figures))
-    assert len(rep.figures) == 8
+    # 8 figures + the "How many seeds" section (issue 15): expected-max curves and power curve
+    assert len(rep.figures) == 10
+    assert [f.id for f in rep.figures][-2:] == ["expected-max", "power-curve"]
+    assert res.marks["chart-expected-max"] > 0 and res.marks["chart-power-curve"] > 0
 
 
 def test_large_report_renders_within_the_page_budget(tmp_path: Path) -> None:
@@ -100,3 +103,22 @@ def test_large_report_renders_within_the_page_budget(tmp_path: Path) -> None:
     res = render_report(out, screenshot=tmp_path / "big.png")
     print(f"rendered in {res.render_s:.1f} s", file=sys.stderr)
     _check(res, len(rep.figures))
+
+
+def test_report_with_forgetting_probe_renders(tmp_path: Path) -> None:
+    """Runs with forgetting-probe results: the report adds the forgetting figure, which draws."""
+    from test_forgetting import _build
+
+    from stabstat._browser import render_report
+    from stabstat.analysis import Settings
+    from stabstat.report import build_report
+    from stabstat.store import Store
+
+    db, _, _ = _build(tmp_path)
+    with Store.open(db) as store:
+        rep = build_report(store, by="bias_correction", settings=Settings(resamples=400))
+    assert "forgetting" in [f.id for f in rep.figures]
+    out = rep.write(tmp_path / "report.html")
+    res = render_report(out, screenshot=tmp_path / "report.png")
+    _check(res, len(rep.figures))
+    assert res.marks["chart-forgetting"] > 0 and res.dom_marks["chart-forgetting"] > 0

@@ -26,9 +26,13 @@ package. Outside the package only :mod:`stabstat.stats`, :mod:`stabstat.store`,
 from __future__ import annotations
 
 from stabstat.analysis.compare import GROUP_STATISTICS, compare, compare_frame
+from stabstat.analysis.decompose import decompose, decompose_frame
+from stabstat.analysis.expected_max import expected_max, expected_max_frame
 from stabstat.analysis.failure_rate import failure_rate, failure_rate_frame
+from stabstat.analysis.forgetting import forgetting, forgetting_frame
 from stabstat.analysis.gradients import gradients
 from stabstat.analysis.levels import pair_by_seed
+from stabstat.analysis.plan import plan, plan_frame
 from stabstat.analysis.results import AnalysisResult
 from stabstat.analysis.selection import (
     BASELINE_TOLERANCE,
@@ -52,11 +56,19 @@ __all__ = [
     "Settings",
     "compare",
     "compare_frame",
+    "decompose",
+    "decompose_frame",
+    "expected_max",
+    "expected_max_frame",
     "failure_rate",
     "failure_rate_frame",
     "failure_rule_text",
+    "forgetting",
+    "forgetting_frame",
     "gradients",
     "pair_by_seed",
+    "plan",
+    "plan_frame",
     "resolve_factor",
     "select_runs",
     "variance",

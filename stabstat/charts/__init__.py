@@ -49,9 +49,11 @@ from stabstat.charts._base import (
 from stabstat.charts.export import save, spec
 from stabstat.charts.failure import failure_rate, failure_rate_vs
 from stabstat.charts.forest import forest
+from stabstat.charts.forgetting import forgetting_curves
 from stabstat.charts.gradients import layer_gradients, layer_gradients_heatmap
 from stabstat.charts.loss import loss_bands, loss_curves
 from stabstat.charts.metric import metric_by_config, metric_vs_loss
+from stabstat.charts.planning import expected_max_curves, power_curves
 
 __all__ = [
     "FAILED_COLOR",
@@ -60,9 +62,11 @@ __all__ = [
     "SIGNIFICANT_DIGITS",
     "STATUS_DOMAIN",
     "STATUS_RANGE",
+    "expected_max_curves",
     "failure_rate",
     "failure_rate_vs",
     "forest",
+    "forgetting_curves",
     "inline_data",
     "layer_gradients",
     "layer_gradients_heatmap",
@@ -70,6 +74,7 @@ __all__ = [
     "loss_curves",
     "metric_by_config",
     "metric_vs_loss",
+    "power_curves",
     "save",
     "spec",
 ]

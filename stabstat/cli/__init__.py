@@ -7,6 +7,7 @@ Sub-commands live in one module per area and are imported only when called, so
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -15,10 +16,13 @@ import click
 from stabstat import __version__
 from stabstat.errors import StabstatError
 
+#: Set to 1 to see the traceback of an error instead of its one-line message (as --debug).
+DEBUG_ENV = "STABSTAT_DEBUG"
+
 #: command name -> ("module:attribute", one-line help shown by ``stabstat --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("stabstat.cli.validate_cmd:validate", "Check run directories against the run-log contract."),
-    "ingest": ("stabstat.cli.store_cmds:ingest", "Load run directories (or HF Trainer logs) into DuckDB."),
+    "ingest": ("stabstat.cli.store_cmds:ingest", "Load runs (ours, HF, TensorBoard, Lightning, tables) into DuckDB."),
     "runs": ("stabstat.cli.store_cmds:runs", "List ingested runs with their factors and final metrics."),
     "query": ("stabstat.cli.store_cmds:query", "Run read-only SQL on the database."),
     "schema": ("stabstat.cli.store_cmds:schema", "Show the database's tables and columns."),
@@ -26,7 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "failure-rate": ("stabstat.cli.analysis_cmds:failure_rate", "Failure rate per level of one or two factors."),
     "variance": ("stabstat.cli.analysis_cmds:variance", "Dev metric against final training loss (generalisation)."),
     "gradients": ("stabstat.cli.analysis_cmds:gradients", "Per-layer gradient norms: the vanishing-gradient signature."),
+    "forgetting": ("stabstat.cli.forgetting_cmd:forgetting", "Forgetting probe: MLM perplexity with the top layers reset."),
     "check": ("stabstat.cli.analysis_cmds:check", "Evaluate declarative claims (TOML); exit 1 on FAIL."),
+    "decompose": ("stabstat.cli.planning_cmds:decompose", "Variance components over seed factors (init, order, ...)."),
+    "plan": ("stabstat.cli.planning_cmds:plan", "How many seeds: power against seeds from pilot runs."),
+    "expected-max": ("stabstat.cli.planning_cmds:expected_max", "Expected best score among k runs (and budgets)."),
     "report": ("stabstat.cli.report_cmds:report", "Write a self-contained HTML report."),
     "chart": ("stabstat.cli.report_cmds:chart", "Export one chart as PNG, SVG or Vega-Lite JSON."),
 }
@@ -59,16 +67,50 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
+        # The one place where exceptions become messages: a StabstatError is already one
+        # line naming the option and the fix; anything else (DuckDB, a ValueError from a
+        # library) is a bug or an unforeseen input, shown as one line too. --debug (or
+        # STABSTAT_DEBUG=1) re-raises so the traceback is printed.
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own usage errors and exits print themselves
         except StabstatError as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
-            sys.exit(exc.exit_code)
+            if _debug(ctx):
+                raise
+            _fail(str(exc), exc.exit_code)
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            _fail(error_message(exc), 2)
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool(ctx.params.get("debug")) or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
+
+def _fail(message: str, code: int) -> None:
+    # One line whatever the exception's text held (DuckDB's messages run over several).
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    click.secho(f"Error: {lines[0] if lines else 'unknown error'}", fg="red", err=True)
+    sys.exit(code)
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an exception that is not a :class:`StabstatError` (a file the system
+    refused, a DuckDB error, or a bug), with the hint to rerun with ``--debug``."""
+    text = (str(exc).strip().splitlines() or [""])[0].strip()
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or text}"
+    kind = "database error" if type(exc).__module__.split(".")[0].lstrip("_") == "duckdb" else type(exc).__name__
+    return (f"{kind}: {text or 'no message'} (unexpected; rerun with --debug or {DEBUG_ENV}=1 "
+            "for the traceback, and please report it)")
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stabstat")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help=f"Show the traceback of an error (also ${DEBUG_ENV}=1).")
+def cli(debug: bool) -> None:
     """stabstat: is this fine-tuning recipe stable, and how sure are we?
 
     Ingest run logs into DuckDB, compare configurations with bootstrap
@@ -79,6 +121,7 @@ def cli() -> None:
         stabstat ingest runs/
         stabstat compare --by bias_correction
         stabstat report --by bias_correction --out report.html
+        stabstat --debug compare --by lr      # an error with its traceback
     """
 
 

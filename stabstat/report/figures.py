@@ -295,6 +295,107 @@ def forest(ctx: ReportContext) -> Figure | None:
     )
 
 
+def forgetting(ctx: ReportContext) -> Figure | None:
+    """The forgetting probe: MLM perplexity against top layers reset, failed vs successful runs
+    (only when the selected runs have probe results)."""
+    from stabstat import charts
+    from stabstat.analysis import RunSet
+    from stabstat.analysis.forgetting import curve_frame, forgetting_frame, has_probe_results
+
+    if not has_probe_results(ctx.store, ctx.frame["run_id"].to_list()):
+        if ctx.only is not None:
+            ctx.notes.append("No forgetting-probe results (split probe.k<k>) for the selected runs: "
+                             "train with probe = [\"forgetting\"] (README: The forgetting probe).")
+        return None
+    pooled = RunSet(ctx.frame, (), ctx.run_settings, [])  # failed vs successful over all configurations
+    res = forgetting_frame(ctx.store, pooled, ctx.settings)
+    frame = curve_frame(res)
+    if not frame.height:
+        return None
+    layers = int(frame["k"].max())  # type: ignore[arg-type]  # k = L: the pre-trained model
+    return Figure(
+        "forgetting", "Forgetting probe: MLM perplexity with the top layers reset",
+        f"After fine-tuning, the top k of the {layers} encoder layers are reset to their pre-trained "
+        "weights under the pre-trained MLM head, and the masked-LM perplexity is measured on the same "
+        f"masked text for every run (k = {layers}: the pre-trained model, dashed). Median over runs with "
+        f"its {ctx.confidence_pct}% {ci_name(ctx.settings)} bootstrap band, failed and successful runs "
+        "apart. Failed runs that recover only when many top layers are reset have forgotten in "
+        "those layers (Mosbach et al., 2021, Section 4 and Figure 4).",
+        charts.forgetting_curves(frame, metric="MLM perplexity"),
+    )
+
+
+def _seed_planning_allowed(ctx: ReportContext, min_configs: int) -> bool:
+    """The "How many seeds" figures need one task and >= 3 runs with a value per configuration."""
+    import polars as pl
+
+    counts = ctx.frame.filter(pl.col("value").is_not_null()).group_by(ctx.by).len()
+    ok = not ctx.multi_task and counts.height >= min_configs and int(counts["len"].min()) >= 3  # type: ignore[arg-type]
+    if not ok and ctx.only is not None:
+        ctx.notes.append(f"The \"How many seeds\" figures need one task (--filter task=NAME) and at least 3 runs "
+                         f"with a value in each of {min_configs} or more configurations.")
+    return ok
+
+
+def expected_max(ctx: ReportContext) -> Figure | None:
+    """How many seeds: the expected best score among k runs per configuration (Dodge et al.
+    2019, unbiased estimator of Tang et al. 2020), with bootstrap bands."""
+    import polars as pl
+
+    from stabstat import charts
+    from stabstat.analysis.expected_max import ExpectedMaxPoint, expected_max_frame
+
+    if not _seed_planning_allowed(ctx, 1):
+        return None
+    res = expected_max_frame(ctx.runset, by=ctx.by, settings=ctx.settings)
+    points = [p for p in res.sections["curve"] if isinstance(p, ExpectedMaxPoint)]
+    frame = pl.DataFrame([{"config": label(p.key[ctx.by]), "k": p.k, "expected_max": p.estimate,
+                           "ci_low": p.ci_low, "ci_high": p.ci_high} for p in points])
+    many = max(p.k for p in points) > 16
+    return Figure(
+        "expected-max", f"How many seeds: expected best {ctx.metric_title} among k runs",
+        f"For k = 1..n runs of a configuration, the expected best {ctx.metric} if one trained k seeds and "
+        "kept the best (Dodge et al. 2019), estimated without bias as the mean of the maximum over every "
+        f"subset of k runs (Tang et al. 2020), with a {ctx.confidence_pct}% percentile bootstrap band "
+        "(runs resampled). Failed runs count: they are what a new seed may give. "
+        "`stabstat expected-max` prints the numbers (and the expected best within a compute budget).",
+        charts.expected_max_curves(frame, metric=ctx.metric_title, log_x=many),
+    )
+
+
+def power_curve(ctx: ReportContext) -> Figure | None:
+    """How many seeds: power against seeds per configuration to detect the observed differences
+    in mean (bootstrap from the runs) and in failure rate (Fisher, exact)."""
+    import dataclasses
+
+    import polars as pl
+
+    from stabstat import charts
+    from stabstat.analysis.plan import PowerPoint, plan_frame
+
+    if not _seed_planning_allowed(ctx, 2):
+        return None
+    settings = dataclasses.replace(ctx.settings, resamples=min(ctx.settings.resamples, 1000))
+    res = plan_frame(ctx.runset, by=ctx.by, settings=settings)
+    names = {"mean": "mean", "failure_rate": "failure rate"}
+    frame = pl.DataFrame([{"comparison": f"{names[p.target]}: {label(p.a)} vs {label(p.b)}", "n": p.n,
+                           "power": p.power} for p in res.sections["power"]
+                          if isinstance(p, PowerPoint) and p.target in names],
+                         schema={"comparison": pl.String, "n": pl.Int64, "power": pl.Float64})
+    if not frame.height:
+        return None
+    return Figure(
+        "power-curve", "How many seeds: power against seeds per configuration",
+        "Power to detect the observed difference between two configurations at alpha 0.05 (two-sided) "
+        "with n seeds each: the mean by simulated experiments drawn from the runs (the permutation test "
+        "above, enumerated up to 6 runs each, then its large-sample equivalent Welch's t-test; "
+        f"{settings.resamples} experiments per n), "
+        "the failure rate by the exact power of Fisher's test; dashed: power 0.8. A pilot this size knows "
+        "its spread only roughly: `stabstat plan` gives the range (Colas et al. 2018).",
+        charts.power_curves(frame),
+    )
+
+
 #: Figure id -> builder, in page order. The ids are also the ``KIND`` of ``stabstat chart``
 #: (``stabstat.cli.report_cmds.CHART_KINDS`` repeats them so that ``--help`` stays cheap).
 BUILDERS: dict[str, FigureBuilder] = {
@@ -306,6 +407,9 @@ BUILDERS: dict[str, FigureBuilder] = {
     "gradient-heatmap": gradient_heatmap,
     "metric-vs-loss": metric_vs_loss,
     "forest": forest,
+    "forgetting": forgetting,
+    "expected-max": expected_max,
+    "power-curve": power_curve,
 }
 
 #: Figure ids of a report, in page order (also the ``KIND`` of ``stabstat chart``).
