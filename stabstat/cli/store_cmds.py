@@ -111,7 +111,7 @@ def ingest(
         stabstat ingest 'mlflow+http://127.0.0.1:5000/#experiment=sweep'
     """
     from stabstat.ingest.remote import ingest_paths
-    from stabstat.ingest.sources.hf import parse_param
+    from stabstat.ingest.runinfo import parse_param
     from stabstat.remote import storage_options_for
     from stabstat.store import Store
 

@@ -67,8 +67,8 @@ from typing import Any
 
 import schemas
 from stabstat.errors import InputFormatError, StabstatError
+from stabstat.ingest.runinfo import hive_factors, make_run_id, side_factors
 from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableData, scalar_factors
-from stabstat.ingest.sources.hf import STATE_FILE, _side_factors, hive_factors, make_run_id
 from stabstat.store.schema import STORE_VERSION
 
 __all__ = [
@@ -349,7 +349,7 @@ def run_status(losses: Iterable[float], *, points: int, damage: str | None) -> t
 
 def run_id_for(run_dir: Path, root: Path | None = None) -> str:
     """Stable run id of a run folder: its path relative to ``root`` with ``/`` -> ``_``, then
-    ``-<8 hex>`` of its resolved absolute path (as :func:`stabstat.ingest.sources.hf.make_run_id`,
+    ``-<8 hex>`` of its resolved absolute path (as :func:`stabstat.ingest.runinfo.make_run_id`,
     which is used when ``root`` is None or the folder itself): ``lr=2e-5_seed=3_version_0-1a2b3c4d``."""
     base = make_run_id(run_dir)
     if root is None:
@@ -431,15 +431,11 @@ def prepare_record(
 def base_config(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], list[Path]]:
     """Factors every reader shares, lowest precedence first: hive folder names on the resolved
     path (``lr=2e-5/seed=3/``), then a Hugging Face ``run.json``/``config.json`` beside the
-    logs (read by :mod:`stabstat.ingest.sources.hf`). Returns ``(config, task, side files)``;
+    logs (:func:`stabstat.ingest.runinfo.side_factors`). Returns ``(config, task, side files)``;
     the caller layers its own sources on top and ``--param`` values last.
     ``training_args.bin`` is a pickle and is never loaded."""
     config = hive_factors(run_dir.resolve())
-    try:
-        side, task, files = _side_factors(run_dir, None)
-    except InputFormatError as exc:
-        # its wording names trainer_state.json; these files sit beside other loggers' files
-        raise InputFormatError(str(exc).replace(f"beside {STATE_FILE}", "beside the logs")) from None
+    side, task, files = side_factors(run_dir, None, beside="the logs")
     config.update(side)
     return config, dict(task or {}), files
 

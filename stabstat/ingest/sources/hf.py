@@ -31,7 +31,6 @@ Values from folder names and ``--param`` are parsed with :func:`parse_value`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import schemas
 from stabstat.errors import InputFormatError, StabstatError
 from stabstat.ingest.fingerprint import hf_fingerprint
+from stabstat.ingest.runinfo import hive_factors, make_run_id, parse_param, side_factors
 from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableData, scalar_factors
 from stabstat.ingest.sources import hf_duckdb
 from stabstat.ingest.sources.hf_duckdb import STATE_SCALARS
@@ -57,6 +57,7 @@ __all__ = [
     "HFRun",
     "HFSource",
     "hive_factors",
+    "make_run_id",
     "is_hf_run_dir",
     "parse_param",
     "parse_value",
@@ -73,36 +74,6 @@ READER_VERSION = 2
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 #: Per-evaluation bookkeeping keys of the Trainer, not metrics.
 _EVAL_SKIP = set(hf_duckdb.EVAL_SKIP)
-#: Keys of ``config.json`` that mark a model configuration (from ``save_pretrained``).
-_MODEL_CONFIG_KEYS = {"architectures", "model_type", "transformers_version"}
-
-
-def parse_param(item: str) -> tuple[str, bool | int | float | str]:
-    """Split ``key=value`` (a ``--param``) into the key and the parsed value.
-
-    Raises
-    ------
-    InputFormatError
-        If there is no ``=`` or the key is empty.
-    """
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise InputFormatError(f"--param {item!r}: expected key=value, e.g. --param seed=3")
-    return key.strip(), parse_value(value.strip())
-
-
-def hive_factors(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Factors from hive-style folder names ``key=value`` on ``path`` (inner folders win).
-
-    >>> hive_factors("sweep/bias_correction=false/seed=3")
-    {'bias_correction': False, 'seed': 3}
-    """
-    out: dict[str, Any] = {}
-    for part in Path(path).parts:
-        key, sep, value = part.partition("=")
-        if sep and key and not key.startswith("."):
-            out[key] = parse_value(value)
-    return out
 
 
 def run_dir_of(state_file: Path) -> Path:
@@ -150,13 +121,6 @@ class HFRun:
         return [dict(zip(names, row, strict=True)) for row in self.rows[table]]
 
 
-def make_run_id(run_dir: Path) -> str:
-    """Deterministic run id from the run directory's absolute path: ``<folder>-<8 hex>``."""
-    resolved = str(run_dir.resolve())
-    digest = hashlib.sha1(resolved.encode("utf-8")).hexdigest()[:8]
-    return f"{run_dir.resolve().name}-{digest}"
-
-
 def _load_state(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text("utf-8")
@@ -200,40 +164,6 @@ def _eval_prefixes(entry: Mapping[str, Any]) -> list[str]:
     if any(k.startswith("eval_") for k in entry):
         prefixes.add("eval")
     return sorted(p for p in prefixes if p)
-
-
-def _side_factors(run_dir: Path, newest: Path | None) -> tuple[dict[str, Any], dict[str, Any] | None, list[Path]]:
-    """Factors and task facts from ``run.json`` / ``config.json`` beside the state file."""
-    factors: dict[str, Any] = {}
-    task: dict[str, Any] | None = None
-    used: list[Path] = []
-    folders = [run_dir]
-    if newest is not None and newest.parent != run_dir:
-        folders.append(newest.parent)
-    for folder in folders:
-        for name in ("config.json", "run.json"):  # run.json is read last: it wins
-            path = folder / name
-            if not path.is_file():
-                continue
-            try:
-                data = json.loads(path.read_text("utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise InputFormatError(f"{path}: malformed JSON beside {STATE_FILE}: {exc}; fix or remove it") from exc
-            if not isinstance(data, dict):
-                raise InputFormatError(f"{path}: expected a JSON object of factors beside {STATE_FILE}")
-            used.append(path)
-            if name == "config.json" and _MODEL_CONFIG_KEYS & set(data):
-                # A model configuration (hidden_size, vocab_size, ...), not the run's factors.
-                if isinstance(data.get("_name_or_path"), str) and data["_name_or_path"]:
-                    factors.setdefault("model", data["_name_or_path"])
-                continue
-            cfg: dict[str, Any] = data["config"] if isinstance(data.get("config"), dict) else data
-            for k, v in cfg.items():
-                if v is None or isinstance(v, (bool, int, float, str)):
-                    factors[k] = v
-            if isinstance(data.get("task"), dict):
-                task = data["task"]
-    return factors, task, used
 
 
 def read_hf_run(
@@ -314,7 +244,7 @@ def _metadata(
     and the side files read. ``metrics`` None: no ``task.metrics`` yet (a side file's stays)."""
     newest_path, state = newest
     config = hive_factors(d.resolve())
-    side, task, side_files = _side_factors(d, newest_path)
+    side, task, side_files = side_factors(d, newest_path)
     config.update(side)
     config.update(params or {})
     task_info: dict[str, Any] = {} if metrics is None else {"metrics": metrics}

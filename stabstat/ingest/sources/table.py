@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stabstat.errors import InputFormatError, StabstatError
+from stabstat.ingest.runinfo import hive_factors
 from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableOptions
-from stabstat.ingest.sources.hf import hive_factors
 from stabstat.ingest.tags import (
     EXTRA_SPLIT,
     Collector,
