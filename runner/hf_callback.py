@@ -39,8 +39,20 @@ It resets the top k layers of the trained model to the pre-trained checkpoint
 perplexity and accuracy on the masked texts as evaluations of split ``probe.k<k>`` at the last
 step. A model without a pre-trained MLM head gets one line on stderr and the run completes as usual.
 
-Not recorded: per-example predictions (the Trainer does not expose them to callbacks), and an
-evaluation run before ``train()``. If training raises, the run stays ``running`` and reads as
+Per-example predictions (``predictions.parquet``, for ``stabstat compare --resample
+seeds,examples``) on request. The Trainer hands evaluation predictions to ``compute_metrics``
+only, never to callbacks, so the supported way is to let the callback wrap it::
+
+    cb = StabstatCallback("runs", write_predictions=True)
+    trainer = Trainer(..., compute_metrics=cb.wrap_compute_metrics(my_metrics), callbacks=[cb])
+
+(``my_metrics`` may be None.) At each evaluation during training the wrapper keeps the
+predictions (argmax of the logits, the first output when the model returns a tuple), the
+labels and the softmax probability of the predicted label; ``on_evaluate`` writes them at that
+step, ``example_id`` = row of the eval dataset (the Trainer evaluates in order). With
+``write_predictions=True`` and no wrapper, one line on stderr says how to fix it.
+
+Not recorded: an evaluation run before ``train()``. If training raises, the run stays ``running`` and reads as
 ``interrupted`` once its heartbeat is stale.
 """
 
@@ -85,6 +97,25 @@ def _config_from_args(args: Any, model: Any) -> dict[str, Any]:
     }
 
 
+def _predictions_of(eval_pred: Any) -> tuple[Any, Any, Any] | None:
+    """(labels (N,) int64, predicted label (N,) int64, its softmax probability (N,)) of an
+    ``EvalPrediction`` of a classifier; None without labels or for other output shapes."""
+    import numpy as np
+
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    if labels is None or isinstance(labels, (tuple, list)):
+        return None
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] != labels.size:
+        return None
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
+    prob = z / z.sum(axis=1, keepdims=True)
+    pred = prob.argmax(axis=1)
+    return labels.astype(np.int64), pred.astype(np.int64), prob[np.arange(pred.size), pred]
+
+
 class StabstatCallback(TrainerCallback):
     """Write ``out_dir/<run_id>/`` (run-log contract v1) from a Hugging Face ``Trainer``.
 
@@ -113,6 +144,9 @@ class StabstatCallback(TrainerCallback):
         ``config._name_or_path``.
     probe_max_length, probe_max_texts, probe_seed
         Tokens per text, number of texts (the first ones) and the masks' seed.
+    write_predictions
+        Write per-example predictions at each evaluation; needs ``compute_metrics=``
+        :meth:`wrap_compute_metrics` (see the module docstring).
     """
 
     def __init__(
@@ -131,6 +165,7 @@ class StabstatCallback(TrainerCallback):
         probe_max_length: int = 128,
         probe_max_texts: int | None = None,
         probe_seed: int = 0,
+        write_predictions: bool = False,
     ) -> None:
         from runner.probe import DEFAULT_MAX_TEXTS, PROBES, read_probe_file
         from stabstat.errors import ConfigError
@@ -160,6 +195,20 @@ class StabstatCallback(TrainerCallback):
         self._grads: Any = None
         self._clip: float | None = None  # max_grad_norm we apply ourselves (taken over)
         self._pending: dict[str, Any] | None = None
+        self.write_predictions = bool(write_predictions)
+        self._eval_pred: tuple[Any, Any, Any] | None = None  # (labels, predictions, probability)
+        self._warned_no_predictions = False
+
+    def wrap_compute_metrics(self, fn: Any = None) -> Any:
+        """A ``compute_metrics`` for the Trainer that keeps the evaluation's predictions for
+        :meth:`on_evaluate` and returns ``fn(eval_pred)`` (``{}`` when ``fn`` is None)."""
+
+        def compute_metrics(eval_pred: Any) -> dict[str, Any]:
+            if self.write_predictions:
+                self._eval_pred = _predictions_of(eval_pred)
+            return dict(fn(eval_pred)) if fn is not None else {}
+
+        return compute_metrics
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -240,6 +289,24 @@ class StabstatCallback(TrainerCallback):
                 continue
             values[name] = float(v)
         self.logger.log_eval(int(state.global_step), self.split, values)
+        if self.write_predictions:
+            self._log_predictions(int(state.global_step))
+
+    def _log_predictions(self, step: int) -> None:
+        """Write the predictions the wrapped ``compute_metrics`` kept (or say once how to get them)."""
+        import sys
+
+        import numpy as np
+
+        got, self._eval_pred = self._eval_pred, None
+        if got is None:
+            if not self._warned_no_predictions:
+                self._warned_no_predictions = True
+                print("stabstat: StabstatCallback(write_predictions=True) saw no predictions; pass "
+                      "compute_metrics=callback.wrap_compute_metrics(your_fn) to the Trainer", file=sys.stderr)
+            return
+        labels, preds, prob = got
+        self.logger.log_predictions(step, self.split, np.arange(labels.size), labels, preds, prob)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._clip is not None:

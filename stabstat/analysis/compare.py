@@ -52,7 +52,8 @@ _Level = tuple[Any, "pl.DataFrame"]
 
 
 def compare(store: Store, by: str, *, selection: Selection | None = None, settings: Settings | None = None,
-            paired: bool | str = "auto", stratify: str | None = None) -> AnalysisResult:
+            paired: bool | str = "auto", stratify: str | None = None, resample: str = "seeds",
+            test: str | None = None) -> AnalysisResult:
     """Compare the levels of factor ``by``: per-level statistics with CIs and failure
     rates, pairwise differences with p-values (corrected), spread tests.
 
@@ -61,9 +62,27 @@ def compare(store: Store, by: str, *, selection: Selection | None = None, settin
     stratify: a factor (usually ``task``): each level also gets the mean and IQM over all
     its runs with a *stratified* bootstrap CI (seeds resampled within each stratum, as
     rliable): fields ``mean_stratified``, ``iqm_stratified`` and their ``_ci_low/_ci_high``.
+    resample: ``"seeds"`` (default) or ``"seeds,examples"``: also the seeds x examples bootstrap
+    from the stored predictions (sections ``examples``, ``examples_pairs``;
+    :mod:`stabstat.analysis.examples`). test: ``"aso"`` adds the ``aso`` section.
     """
     runset = select_runs(store, [by], selection=selection, extra=[stratify] if stratify else [])
-    return compare_frame(runset, settings=settings or Settings(), paired=paired, stratify=stratify)
+    cfg = settings or Settings()
+    result = compare_frame(runset, settings=cfg, paired=paired, stratify=stratify)
+    if resample not in ("seeds", "seeds,examples") or test not in (None, "aso"):
+        raise SelectionError(f"--resample {resample!r} / --test {test!r}: use --resample seeds|seeds,examples "
+                             "and --test aso")
+    if resample == "seeds" and test is None:
+        return result
+    from dataclasses import replace
+
+    from stabstat.analysis.examples import EXAMPLE_RESAMPLES, example_sections
+
+    sections, notes = example_sections(store, runset, cfg, resample=resample == "seeds,examples",
+                                       test_aso=test == "aso")
+    return replace(result, sections={**result.sections, **sections}, warnings=[*result.warnings, *notes],
+                   settings={**result.settings, "resample": resample, "test": test,
+                             "example_resamples": EXAMPLE_RESAMPLES if resample != "seeds" else None})
 
 
 def compare_frame(runset: RunSet, *, settings: Settings | None = None, paired: bool | str = "auto",
