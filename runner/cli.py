@@ -93,9 +93,20 @@ def check_inputs(planned: Sequence[Any], data_dir: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the planned runs and their status; train nothing.")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "rich", "plain"]), default="auto",
               show_default=True, help="Live display on a terminal, plain lines otherwise.")
+@click.option("--until-decided", "until_decided", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="CLAIMS.toml",
+              help="Run seeds in rounds of --batch, ingest and `stabstat check --sequential` after each, stop when "
+                   "every claim is PASS or FAIL (or --max-seeds are used).")
+@click.option("--max-seeds", type=click.IntRange(min=1), default=None,
+              help="--until-decided: the budget of seeds per configuration [default: the sweep's seeds].")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True,
+              help="--until-decided: seeds added per round (also the first round's).")
+@click.option("--db", "db", default=None,
+              help="--until-decided: the store to ingest into [default: OUT/stabstat.duckdb].")
 @launcher_options
 def run_cmd(sweep_file: Path, out: Any, data_dir: str | None, jobs: int, threads: int | None,
             seeds: str | None, device: str | None, dry_run: bool, progress_mode: str,
+            until_decided: Path | None, max_seeds: int | None, batch: int, db: str | None,
             **launch: Any) -> None:
     """Run every (configuration, seed) of SWEEP_FILE into OUT/<run_id>/.
 
@@ -112,12 +123,20 @@ def run_cmd(sweep_file: Path, out: Any, data_dir: str | None, jobs: int, threads
         python -m runner sweep.yaml --out runs
         stabstat-run sweep.toml --launcher slurm --partition gpu --max-parallel 50 --out /shared/runs
         stabstat-run sweep.toml --launcher ray --ray-address auto --out s3://bucket/runs
+        stabstat-run sweep.toml --until-decided claims.toml --max-seeds 40 --batch 4 --out runs
     """
     from runner.launchers import launch_cli, prepare_cli
     from runner.rundirs import RunDirs
     from runner.sweep import plan
 
     out = prepare_cli(out, launch)  # s3://... stays a URL; --s3-endpoint goes to the environment
+    if until_decided is not None and not dry_run:  # runner.until_decided: rounds of seeds + sequential check
+        from runner.until_decided import until_decided_cli
+
+        until_decided_cli(sweep_file, until_decided, out, seeds_opt=seeds, max_seeds=max_seeds, batch=batch, db=db,
+                          data_dir=data_dir, threads=threads, device=device, jobs=jobs, launch=launch,
+                          check_inputs=check_inputs)
+        return
     planned = plan(sweep_file, seeds=seeds)
     todo = RunDirs.for_out(out).pending(planned)
     if dry_run:
