@@ -111,6 +111,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     mlruns, exp_id = generate(size["runs"], size["steps"])
     work = _cache_root() / "dbs"
     work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]  # the machine is shared: the ratio moves with its load
     reps = 5
     ref_t: list[float] = []
     ours_t: list[float] = []
@@ -143,7 +144,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         "note": f"reference: mlflow.search_runs + MlflowClient.get_metric_history per run and metric (values in "
                 f"memory, nothing stored); ours: stabstat ingest into a fresh DuckDB file ({counts['steps']:,} steps "
                 f"+ {counts['evals']:,} evals rows); medians of {reps}, interleaved; ours "
-                f"{', '.join(f'{x:.2f}' for x in ours_t)} s, ref {', '.join(f'{x:.2f}' for x in ref_t)} s",
+                f"{', '.join(f'{x:.2f}' for x in ours_t)} s, ref {', '.join(f'{x:.2f}' for x in ref_t)} s; "
+                f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
     }]
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from stabstat.errors import InputFormatError
 from stabstat.ingest.source import PrepareOptions, Reject
+from stabstat.ingest.sources import mlflow_sql
 from stabstat.ingest.sources.mlflow import MlflowSource, param_value, read_mlflow_run
 from stabstat.ingest.sources.mlflow_server import parse_mlflow_url
 from stabstat.store import Store
@@ -126,7 +127,11 @@ def test_file_store_round_trip(file_store):
     assert read_mlflow_run(exp / fs["running"]).status == "running"  # its last metric is fresh
 
 
-def test_file_store_ingest_skips_deleted_runs_and_models(file_store, tmp_path):
+@pytest.mark.parametrize("plan", ["wide", "long"])
+def test_file_store_ingest_skips_deleted_runs_and_models(file_store, tmp_path, monkeypatch, plan):
+    """Both SQL plans of :mod:`stabstat.ingest.sources.mlflow_sql` (wide: one pivoting
+    aggregation, long: one row per file and step) store what the Python reader reads."""
+    monkeypatch.setattr(mlflow_sql, "WIDE_MAX_KEYS", 10**6 if plan == "wide" else 0)
     fs = file_store
     db = tmp_path / "m.duckdb"
     res = ingest_cli([str(fs["root"])], db)
@@ -170,6 +175,37 @@ def _same_rows(a, b) -> bool:
             elif u != v:
                 return False
     return True
+
+
+def test_meta_yaml_fast_path_equals_pyyaml(file_store):
+    """The direct parse of MLflow's flat meta.yaml reads every run file the real client wrote
+    (the fast path is used) and gives what ``yaml.safe_load`` gives; on generated files
+    (``safe_dump`` of MLflow-like fields, as the file store writes them) it either agrees with
+    PyYAML or declines (None: PyYAML reads it)."""
+    yaml = pytest.importorskip("yaml")
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stabstat.ingest.sources.mlflow import _flat_yaml
+
+    runs = [f for f in file_store["root"].rglob("meta.yaml") if MlflowSource().detect(f.parent)]
+    assert len(runs) >= 10
+    for f in runs:
+        text = f.read_text()
+        assert _flat_yaml(text) is not None and _flat_yaml(text) == yaml.safe_load(text), f
+
+    value = st.one_of(st.integers(-10**15, 10**15), st.text(max_size=12), st.sampled_from(
+        ["", "yes", "No", "null", "~", "1.5", "0123", "2024-01-02", "C:\\Users\\me", "a: b", "x #y", "it's",
+         "file:///tmp/a b", "1_000", ".inf", "On", "-"]), st.just([]), st.none(), st.booleans())
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), value, min_size=1, max_size=8))
+    def check(fields):
+        text = yaml.safe_dump(fields, default_flow_style=False)
+        fast = _flat_yaml(text)
+        assert fast is None or fast == yaml.safe_load(text) == fields
+
+    check()
 
 
 def test_param_typing_rule():
@@ -226,6 +262,44 @@ def test_bad_input_one_line_exit_1_good_runs_kept(tmp_path, file_store):
     with Store.open(db) as store:
         n = store.con.execute("SELECT count(*) FROM runs").fetchone()[0]
     assert n == len(file_store["ids"]) + 5  # every good run (the deleted one is skipped)
+
+
+@pytest.mark.parametrize("plan", ["wide", "long"])
+def test_duplicate_steps_and_short_lines_same_as_python_reader(tmp_path, monkeypatch, plan):
+    """A step logged twice keeps its newest value in both SQL plans, as the Python reader does;
+    a line without a value or a timestamp, which DuckDB's CSV reader would read as NULL,
+    rejects its run naming file and line (the Python reader's message), good runs kept."""
+    monkeypatch.setattr(mlflow_sql, "WIDE_MAX_KEYS", 10**6 if plan == "wide" else 0)
+    dup = _hand_run(tmp_path, "a" * 32, metric="1700000000000 0.5 1\n1700000000100 0.25 2\n"
+                                               "1700000000200 0.125 1\n1700000000300 nan 3\n"
+                                               "1700000000050 0.0625 2\n")  # appended later, older
+    (dup / "metrics" / "eval_accuracy").write_text("1700000000050 0.5 2\n1700000000150 0.75 2\n")
+    (dup / "metrics" / "grad_norm").mkdir()  # per-layer norms: a nested key -> layer_grads
+    for depth, layer in enumerate(("encoder.layer.0", "encoder.layer.1")):
+        (dup / "metrics" / "grad_norm" / layer).write_text(f"1700000000000 {depth + 0.5} 1\n1700000000300 {depth} 3\n")
+    no_value = _hand_run(tmp_path, "b" * 32, metric="1700000000000 0.5 1\n1700000000001\n")
+    no_ts = _hand_run(tmp_path, "c" * 32, metric="1700000000000 0.5 1\n 0.5 2\n")
+    db = tmp_path / "d.duckdb"
+    res = ingest_cli([str(tmp_path / "1")], db)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    for bad in (no_value, no_ts):
+        (line,) = [ln for ln in res.stderr.splitlines() if bad.name in ln]
+        assert str(bad / "metrics" / "loss") in line and "line 2: expected 'timestamp value step'" in line
+    rec = read_mlflow_run(dup)
+    with Store.open(db) as store:
+        steps = store.con.execute("SELECT step, loss, wall_time FROM steps ORDER BY step").fetchall()
+        evals = store.con.execute("SELECT step, split, metric, value FROM evals").fetchall()
+        status = store.con.execute("SELECT status FROM runs").fetchall()
+    assert _same_rows(steps, [(r["step"], r["loss"], r["wall_time"]) for r in rec.rows("steps")])
+    assert [s[:2] for s in steps[:2]] == [(1, 0.125), (2, 0.25)] and steps[2][1] != steps[2][1]
+    assert [s[2] for s in steps] == pytest.approx([0.1, 0.0, 0.2], abs=1e-3)  # s since the earliest step row
+    assert evals == [(2, "eval", "accuracy", 0.75)] == [tuple(e.values())[1:] for e in rec.rows("evals")]
+    assert status == [("diverged",)] and rec.status == "diverged"
+    with Store.open(db) as store:
+        layers = store.con.execute("SELECT step, layer, depth, grad_norm FROM layer_grads ORDER BY step, depth").fetchall()
+    assert layers == [tuple(r.values())[1:] for r in rec.rows("layer_grads")] == [
+        (1, "encoder.layer.0", 1, 0.5), (1, "encoder.layer.1", 2, 1.5), (3, "encoder.layer.0", 1, 0.0),
+        (3, "encoder.layer.1", 2, 1.0)]  # depth 0 is the embeddings
 
 
 def test_adapter_detect_and_locate(file_store):

@@ -1,7 +1,10 @@
 """W&B run folders (stabstat.ingest.sources.wandb), written by the real client in offline mode
 (`WANDB_MODE=offline`: no network, no login): every value round-trips from the binary
 ``run-<id>.wandb`` log; ``latest-run`` counted once; a killed process keeps what it logged;
-exit codes; cut and unreadable logs; the side files and older layouts; compare = own format."""
+exit codes; cut and unreadable logs; compare = own format. Only the online layout's side files
+(``files/config.yaml``, ``wandb-summary.json``, ``wandb-metadata.json``) and the old
+``wandb-history.jsonl`` layout are hand-written: the offline client (0.29) writes none of them
+(its run folder holds the ``.wandb`` log, ``files/requirements.txt`` and ``logs/``; asserted)."""
 
 from __future__ import annotations
 
@@ -79,6 +82,14 @@ def test_offline_runs_round_trip(sweep_dir):
     assert len(found) == len(ids)  # latest-run is not a second copy
     assert all(d.name.startswith("offline-run-") for _, d in found)
     for _, d in found:
+        # What the offline client (0.29) writes, checked rather than assumed: the .wandb log,
+        # files/requirements.txt and logs/, but none of the side files an online run's sender
+        # writes (files/config.yaml, wandb-summary.json, wandb-metadata.json): everything
+        # below comes from the log. If a client starts writing them, this fails and the side
+        # file test should use the real ones.
+        assert (d / "files" / "requirements.txt").is_file() and next(d.glob("run-*.wandb")).is_file()
+        assert not [f for n in ("config.yaml", "wandb-summary.json", "wandb-metadata.json", "wandb-history.jsonl")
+                    for f in d.rglob(n)]
         rec = read_wandb_run(d)
         r = ids[rec.run_id]
         assert rec.status == "completed" and rec.error is None and rec.source_format == "wandb"
@@ -179,9 +190,18 @@ def test_unreadable_log_one_line_exit_1_good_runs_kept(sweep_dir, tmp_path):
 
 
 def test_side_files_summary_only_and_old_layout(tmp_path):
-    """Online runs' files/ (config.yaml values wrapped as {value: ...}, a summary with bare NaN
-    and Infinity, metadata) and an old client's wandb-history.jsonl without files/; written
-    in W&B's own shapes (the offline client writes only the .wandb log)."""
+    """Side files the installed client cannot produce here, so written by hand in W&B's shapes:
+
+    - the online layout's ``files/config.yaml`` (values wrapped as ``{desc, value}``, as
+      ``wandb.sdk.lib.config_util.save_config_file_from_dict`` writes them),
+      ``files/wandb-summary.json`` (bare ``NaN``/``Infinity``: Python's ``json.dumps``) and
+      ``files/wandb-metadata.json``. An online run's sender writes them; the offline client
+      (0.29, checked in ``test_offline_runs_round_trip``) writes only the ``.wandb`` log,
+      ``files/requirements.txt`` and ``logs/``, and an online run needs the network;
+    - the old layout (clients before ~0.10): ``wandb-history.jsonl`` (train and val rows
+      alternating) and ``config.yaml`` beside it, no ``files/`` folder and no ``.wandb`` log.
+
+    Everything an offline run has is written by the real client in the other tests."""
     yaml = pytest.importorskip("yaml")
     online = tmp_path / "wandb" / "run-20240102_030405-abcd1234"
     (online / "files").mkdir(parents=True)

@@ -54,7 +54,11 @@ bad line when DuckDB cannot read a file).
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import re
+import stat
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,7 +83,7 @@ __all__ = ["META_FILE", "MlflowSource", "is_mlflow_run_dir", "param_value", "rea
 
 META_FILE = "meta.yaml"
 #: Bumped when the reader's output changes, so re-ingesting replaces runs read by an older one.
-READER_VERSION = 1
+READER_VERSION = 2
 #: File stores write ``RunStatus`` numbers; servers (and our mirror of them) write names.
 _STATUS_NAMES = {1: "RUNNING", 2: "SCHEDULED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
 _OURS = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "interrupted",
@@ -110,19 +114,70 @@ def is_mlflow_run_dir(d: Path) -> bool:
     return (d / META_FILE).is_file() and any((d / sub).is_dir() for sub in _VALUE_FOLDERS)
 
 
+#: One line of the flat ``key: value`` mapping MLflow's file store writes (``yaml.safe_dump``):
+#: a value ``''``, a one-line single-quoted string, a decimal integer, ``[]``, a plain string
+#: starting with a letter (other YAML 1.1 meanings excluded in :func:`_flat_yaml`), or a run id
+#: (32 hex digits, at least one a letter: all digits is an integer in YAML).
+_META_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): (?:'((?:[^'\n]|'')*)'|(0|-?[1-9][0-9]*)|(\[\])|"
+                        r"([A-Za-z_][ -\"$-~]*?|(?=[0-9]*[a-f])[0-9a-f]{32}))\n")  # printable ASCII but '#'
+#: Plain words that YAML 1.1 reads as booleans or null (any case): left to PyYAML.
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+
+
+def _flat_yaml(text: str) -> dict[str, Any] | None:
+    """``text`` parsed as MLflow writes ``meta.yaml`` (one ``key: value`` per line, the value
+    forms of :data:`_META_LINE`), or None when any line is anything else: PyYAML reads it then.
+    The same dict ``yaml.safe_load`` returns for the text it accepts (a test compares them);
+    ~10x faster than libyaml through PyYAML's Python constructor, which was most of the
+    per-run time of a large store."""
+    if not text.endswith("\n"):
+        text += "\n"
+    out: dict[str, Any] = {}
+    pos = 0
+    match = _META_LINE.match
+    while pos < len(text):
+        m = match(text, pos)
+        if m is None:
+            return None
+        key, quoted, integer, empty, plain = m.groups()
+        if quoted is not None:
+            out[key] = quoted.replace("''", "'")
+        elif integer is not None:
+            out[key] = int(integer)
+        elif empty is not None:
+            out[key] = []
+        elif plain in ("null", "Null", "NULL"):  # a running run's end_time
+            out[key] = None
+        else:
+            if plain.lower() in _YAML_WORDS or plain != plain.rstrip() or ": " in plain or plain.endswith(":"):
+                return None
+            out[key] = plain
+        pos = m.end()
+    return out if out else None
+
+
 def read_meta(path: Path) -> dict[str, Any]:
-    """A ``meta.yaml`` as a dict (``safe_load``: no tags executed).
+    """A ``meta.yaml`` as a dict (MLflow's flat layout parsed directly, :func:`_flat_yaml`;
+    anything else by ``safe_load``: no tags executed).
 
     Raises
     ------
     InputFormatError
         Not YAML, or not a mapping.
     """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFormatError(f"{path}: not valid YAML ({exc}); restore it from a backup, "
+                               "or delete the run folder") from None
+    flat = _flat_yaml(text)
+    if flat is not None:
+        return flat
     yaml = require("yaml", "mlflow", "Reading MLflow stores")
     try:
-        # libyaml's safe loader when PyYAML has it (~10x faster on many runs), else the pure one
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        # libyaml's safe loader when PyYAML has it, else the pure one
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputFormatError(f"{path}: not valid YAML ({first}); restore it from a backup, "
                                "or delete the run folder") from None
@@ -133,14 +188,57 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 
 def _values(folder: Path) -> list[tuple[str, Path]]:
-    """``(key, file)`` of every value file under ``folder`` (keys with ``/`` are nested folders)."""
-    if not folder.is_dir():
+    """``(key, file)`` of every value file under ``folder`` (keys with ``/`` are nested
+    folders), sorted by key. ``os.scandir`` gives each entry's type without a ``stat`` (an
+    MLflow run is a dozen small files: per-file calls are most of reading one); linked
+    folders are not followed, as ``Path.rglob`` does not."""
+    out: list[tuple[str, Path]] = []
+
+    def walk(d: str, prefix: str) -> None:
+        with os.scandir(d) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    walk(e.path, f"{prefix}{e.name}/")
+                elif e.is_file():
+                    out.append((prefix + e.name, Path(e.path)))
+
+    try:
+        walk(str(folder), "")
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted((f.relative_to(folder).as_posix(), f) for f in folder.rglob("*") if f.is_file())
+    return sorted(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _experiment_cached(path: str, mtime_ns: int, size: int) -> tuple[str | None, bool]:
+    """``(name, deleted)`` of an experiment's ``meta.yaml``, read once per version of the file
+    (every run of an experiment names the same one)."""
+    exp = read_meta(Path(path))
+    name = exp.get("name")
+    return (name if isinstance(name, str) else None), exp.get("lifecycle_stage") == "deleted"
+
+
+def _experiment(run_dir: Path) -> tuple[str | None, bool] | None:
+    """``(name, deleted)`` of the run's experiment (``<run>/../meta.yaml``), None without one.
+
+    Raises
+    ------
+    InputFormatError
+        A malformed experiment ``meta.yaml``.
+    """
+    meta = run_dir.parent / META_FILE
+    try:
+        st = meta.stat()
+    except OSError:
+        return None
+    return _experiment_cached(str(meta), st.st_mtime_ns, st.st_size) if stat.S_ISREG(st.st_mode) else None
 
 
 def _read_metric(path: Path, key: str, collector: Collector) -> tuple[float | None, int]:
-    """Every line ``timestamp value step`` of one metric file -> ``collector``.
+    """Every line ``timestamp value step`` of one metric file -> ``collector``: per step the
+    line with the newest timestamp, as the DuckDB path's ``arg_max(value, ts)`` keeps it,
+    whatever order the client appended them in (two lines of one step with the very same
+    timestamp: here the later line, in DuckDB either one).
     Returns ``(newest timestamp in ms, lines)``. Lines of MLflow < 1.0 have no step (step 0);
     extra fields (logged models, datasets) are ignored.
 
@@ -151,7 +249,7 @@ def _read_metric(path: Path, key: str, collector: Collector) -> tuple[float | No
     """
     text = path.read_text(encoding="utf-8", errors="replace")
     newest: float | None = None
-    add = collector.add
+    kept: dict[int, tuple[int, float]] = {}  # step -> (ts, value) of its newest line
     n = 0
     for n, line in enumerate(text.splitlines(), start=1):
         parts = line.split(" ")
@@ -167,8 +265,13 @@ def _read_metric(path: Path, key: str, collector: Collector) -> tuple[float | No
                 f"got {line[:60]!r}; fix or delete that line") from None
         if step < 0:
             continue
-        add(key, step, value, ts / 1000.0)
+        prev = kept.get(step)
+        if prev is None or ts >= prev[0]:
+            kept[step] = (ts, value)
         newest = ts if newest is None or ts > newest else newest
+    add = collector.add
+    for step, (ts, value) in kept.items():
+        add(key, step, value, ts / 1000.0)
     return newest, n
 
 
@@ -211,12 +314,11 @@ def _record(d: Path, meta: Mapping[str, Any], run_id: str, params: Mapping[str, 
     folder names, side files, params, the parent run and the experiment; files read."""
     config, task, side_files = base_config(d)
     files: list[Path] = [d / META_FILE]
-    exp_meta = d.parent / META_FILE
-    if exp_meta.is_file():
-        exp = read_meta(exp_meta)
-        if isinstance(exp.get("name"), str):
-            config["experiment"] = exp["name"]
-        side_files.append(exp_meta)
+    exp = _experiment(d)
+    if exp is not None:
+        if exp[0] is not None:
+            config["experiment"] = exp[0]
+        side_files.append(d.parent / META_FILE)
     for key, f in _values(d / "params"):
         config[key] = param_value(f.read_text(encoding="utf-8", errors="replace"))
         files.append(f)
@@ -313,16 +415,20 @@ def _fallback_for(tag_map: Mapping[str, Target]) -> Callable[[Any], None]:
     return fallback
 
 
-def is_deleted(run_dir: Path) -> bool:
+def is_deleted(run_dir: Path, meta: Mapping[str, Any] | None = None) -> bool:
     """Whether the run (or its experiment) has ``lifecycle_stage: deleted`` (a malformed
-    ``meta.yaml`` reads as not deleted: :func:`read_mlflow_run` then reports it)."""
-    for meta in (run_dir / META_FILE, run_dir.parent / META_FILE):
-        try:
-            if meta.is_file() and read_meta(meta).get("lifecycle_stage") == "deleted":
-                return True
-        except InputFormatError:
-            continue
-    return False
+    ``meta.yaml`` reads as not deleted: :func:`read_mlflow_run` then reports it). ``meta``:
+    the run's ``meta.yaml`` when already read."""
+    try:
+        if (meta if meta is not None else read_meta(run_dir / META_FILE)).get("lifecycle_stage") == "deleted":
+            return True
+    except (InputFormatError, OSError):
+        pass
+    try:
+        exp = _experiment(run_dir)
+    except InputFormatError:
+        return False
+    return exp is not None and exp[1]
 
 
 class MlflowSource:
@@ -347,22 +453,31 @@ class MlflowSource:
 
     def prepare_many(self, path: Path, options: PrepareOptions) -> list[RunInput]:
         """The run at ``path``, or none when it is deleted (a line to ``options.inform``)."""
-        if is_deleted(path):
+        try:
+            meta: Mapping[str, Any] = read_meta(path / META_FILE)  # read once: deletion check and run
+        except (StabstatError, OSError) as exc:
+            if not is_deleted(path):  # a run of a deleted experiment is skipped all the same
+                raise Reject(str(exc)) from None
+            meta = {}
+        if is_deleted(path, meta):
             if options.inform is not None:
                 options.inform(f"{path}: deleted MLflow run (lifecycle_stage: deleted); skipped")
             return []
-        return [self.prepare(path, options)]
+        return [self.prepare(path, options, meta=meta)]
 
-    def prepare(self, path: Path, options: PrepareOptions) -> RunInput:
+    def prepare(self, path: Path, options: PrepareOptions, *, meta: Mapping[str, Any] | None = None) -> RunInput:
+        """The run at ``path`` (``meta``: its ``meta.yaml`` when already read)."""
         tag_map = dict(getattr(options, "tag_map", {}) or {})
         try:
-            return self._prepare(path, options, tag_map)
+            return self._prepare(path, options, tag_map, meta)
         except (StabstatError, OSError) as exc:
             raise Reject(str(exc)) from None
 
-    def _prepare(self, d: Path, options: PrepareOptions, tag_map: dict[str, Target]) -> RunInput:
+    def _prepare(self, d: Path, options: PrepareOptions, tag_map: dict[str, Target],
+                 meta: Mapping[str, Any] | None) -> RunInput:
         """Metadata read here; metric files staged by DuckDB at load time (:mod:`.mlflow_sql`)."""
-        meta = read_meta(d / META_FILE)
+        if meta is None:
+            meta = read_meta(d / META_FILE)
         record = _record(d, meta, _run_id(meta, d / META_FILE), options.params)
         metrics = _values(d / "metrics")
         mapping = {f"--map {k}": v.describe() for k, v in tag_map.items()}

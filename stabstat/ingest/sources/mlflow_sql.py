@@ -12,6 +12,24 @@ order with their :class:`~stabstat.ingest.tags.Target` (the rules of
 they share one reader, and its SQL holds the layout as a literal table ``pos -> (table, name,
 split, depth)``: the staged file's position among its run's files (``$pos``) is its key.
 
+Two plans, the same rows (a test loads one store both ways):
+
+- **wide** (layouts of at most :data:`WIDE_MAX_KEYS` keys, every sweep we have seen): one
+  aggregation over the lines of the batch, grouped by ``(run, step)``, with one newest-value
+  column per key (``arg_max(value, ts) FILTER (WHERE pos = i)``). That de-duplicates and
+  pivots in one pass into a table a quarter the size (four keys), from which ``steps`` is a
+  projection and ``evals`` one ``UNION ALL`` branch per key. A file's run and key are
+  arithmetic on its index (``file_index // keys``, ``file_index % keys``), since the store
+  hands the files run by run in the layout's order; a check on ``$runs``/``$pos`` makes a batch
+  that breaks this fail (and be retried run by run) instead of mixing runs up.
+- **long** (more keys, e.g. one per layer): one row per file and step (the newest value),
+  joined to the small ``map``/``files`` tables; the wide plan's per-key filters would cost
+  ``keys x lines`` there.
+
+Measured (300 runs x 1,000 steps x 4 keys, 2 shared cores, staging + facts + inserts alone,
+interleaved): long 1.51 s, wide 0.99 s (medians of 5 under a load average of ~5). Parsing the
+1.2 M lines is ~0.25 s of CPU either way; the wide aggregation adds ~0.15 s to it.
+
 Rules, the same as the Python reader (:func:`~stabstat.ingest.sources.mlflow.read_mlflow_run`,
 which is the fallback): a line without a step is step 0; negative steps are skipped; for a
 column and step the newest timestamp wins; ``steps`` rows exist where ``loss``, ``lr`` or
@@ -33,9 +51,17 @@ import schemas
 from stabstat.ingest.tags import EXTRA_SPLIT, Target, layer_depths
 from stabstat.store.load import JsonReader
 
-__all__ = ["layout_reader"]
+__all__ = ["WIDE_MAX_KEYS", "layout_reader"]
 
+#: Layouts with at most this many metric keys use the wide plan (module docstring).
+WIDE_MAX_KEYS = 24
 _ROW_COLUMNS = ("loss", "lr", "grad_norm")
+_READ_CSV = ("read_csv($files, delim = ' ', header = false, quote = '', escape = '', auto_detect = false, "
+             "null_padding = true, columns = {'ts': 'BIGINT', 'value': 'DOUBLE', 'step': 'BIGINT'})")
+#: A line without a timestamp or a value fails the statement (the Python reader names it); so
+#: every staged value and timestamp is non-null and NULL means "not logged".
+_LINE_OK = ("(p.ts IS NOT NULL AND p.value IS NOT NULL OR error('stabstat: an MLflow metric line without "
+            "timestamp or value'))")
 _CACHE: dict[str, JsonReader] = {}
 _LOCK = threading.Lock()
 
@@ -55,8 +81,8 @@ def _select(table: str, exprs: Mapping[str, str], source: str) -> str:
     return f"SELECT {', '.join(exprs.get(c, 'NULL') + f' AS {c}' for c in cols)} FROM {source}"
 
 
-def _sql(h: str, targets: Sequence[Target]) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str], str]:
-    """``(stage, temp_tables, selects, facts)`` of the reader of one layout.
+def _long_sql(h: str, targets: Sequence[Target]) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str], str]:
+    """``(stage, temp_tables, selects, facts)`` of the long plan of one layout.
 
     Staged: ``map`` (pos -> target), ``files`` (each file's index, run and pos) and ``last``
     (one row per file and step: the newest value and the newest timestamp; integers and
@@ -75,10 +101,7 @@ def _sql(h: str, targets: Sequence[Target]) -> tuple[tuple[str, ...], tuple[str,
         f"CREATE TEMP TABLE {fl} AS SELECT unnest($runs) AS run_id, unnest($pos) AS pos, "
         "generate_subscripts($runs, 1) - 1 AS fidx",
         f"CREATE TEMP TABLE {last} AS SELECT p.file_index AS fidx, {step} AS step, arg_max(p.value, p.ts) AS value, "
-        "max(p.ts) AS ts FROM read_csv($files, delim = ' ', header = false, quote = '', escape = '', "
-        "auto_detect = false, null_padding = true, "
-        "columns = {'ts': 'BIGINT', 'value': 'DOUBLE', 'step': 'BIGINT'}) p "
-        f"WHERE {step} >= 0 GROUP BY p.file_index, {step}",
+        f"max(p.ts) AS ts FROM {_READ_CSV} p WHERE {step} >= 0 AND {_LINE_OK} GROUP BY p.file_index, {step}",
     )
     joined = f"{last} l JOIN {fl} f USING (fidx) JOIN {m} m USING (pos)"
     fin = "CASE WHEN isfinite({0}) THEN {0} END".format
@@ -110,6 +133,67 @@ def _sql(h: str, targets: Sequence[Target]) -> tuple[tuple[str, ...], tuple[str,
     return stage, (m, fl, last), selects, facts
 
 
+def _wide_sql(h: str, targets: Sequence[Target]) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str], str]:
+    """``(stage, temp_tables, selects, facts)`` of the wide plan of one layout.
+
+    Staged: ``runs`` (run index -> run_id, with the check that file ``i`` is key ``i % keys``
+    of run ``i // keys``) and ``wide``: one row per run index and step holding, per key
+    position ``i``, the newest value ``v<i>`` (NULL: not logged at that step; lines without a
+    value fail, :data:`_LINE_OK`), the newest timestamp of a training-row key (``wall``, ms;
+    NULL: no ``steps`` row) and of any key (``ts``). Only these few aggregates: each one is
+    evaluated for every line. ``steps`` has at most one key per column (the first claim
+    wins), so its columns are projections; ``evals``/``layer_grads`` are one ``UNION ALL``
+    branch per key."""
+    rn, w = f"mlflow_{h}_runs", f"mlflow_{h}_wide"
+    k = len(targets)
+    depth = layer_depths(t.name for t in targets if t.table == "layer_grads")
+    col = {t.name: i for i, t in enumerate(targets) if t.table == "steps"}
+    rowpos = [col[c] for c in _ROW_COLUMNS if c in col]
+    key = f"p.file_index % {k}"
+    step = "coalesce(p.step, 0)"
+    newest = ", ".join(f"arg_max(p.value, p.ts) FILTER (WHERE {key} = {i}) AS v{i}" for i in range(k))
+    wall = f"max(p.ts) FILTER (WHERE {key} IN ({', '.join(map(str, rowpos))}))" if rowpos else "NULL::BIGINT"
+    stage = (
+        # the plan's one assumption about the files' order, checked (1 row per file: cheap)
+        f"CREATE TEMP TABLE {rn} AS SELECT fidx // {k} AS ridx, CASE WHEN count(DISTINCT run_id) = 1 "
+        f"AND bool_and(pos = fidx % {k}) AND count(*) = {k} THEN any_value(run_id) ELSE error('stabstat: MLflow "
+        "metric files not grouped by run in layout order') END AS run_id FROM (SELECT unnest($runs) AS run_id, "
+        "unnest($pos) AS pos, generate_subscripts($runs, 1) - 1 AS fidx) GROUP BY ridx",
+        f"CREATE TEMP TABLE {w} AS SELECT p.file_index // {k} AS ridx, {step} AS step, {newest}, "
+        f"{wall} AS wall, max(p.ts) AS ts FROM {_READ_CSV} p WHERE {step} >= 0 AND {_LINE_OK} "
+        f"GROUP BY ridx, {step}",
+    )
+    fin = "CASE WHEN isfinite({0}) THEN {0} END".format
+    v = {c: f"w.v{i}" for c, i in col.items()}
+    src = f"{w} w JOIN {rn} r USING (ridx)"
+    values = ", ".join(v.get(c, "NULL") + f" AS {c}" for c in ("epoch", *_ROW_COLUMNS))
+    steps_src = (f"(SELECT r.run_id, w.step, w.wall / 1000.0 - min(w.wall / 1000.0) OVER (PARTITION BY w.ridx) "
+                 f"AS wall_s, {values} FROM {src} WHERE w.wall IS NOT NULL)")
+    selects = {
+        "steps": _select("steps", {"run_id": "run_id", "step": "step", "epoch": fin("epoch"), "loss": "loss",
+                                   "wall_time": fin("wall_s"), "lr": fin("lr"), "grad_norm": "grad_norm"}, steps_src),
+    }
+    evals = [(i, t) for i, t in enumerate(targets) if t.table == "evals"]
+    layers = [(i, t) for i, t in enumerate(targets) if t.table == "layer_grads"]
+    if evals:
+        selects["evals"] = " UNION ALL ".join(_select("evals", {
+            "run_id": "r.run_id", "step": "w.step", "split": _lit(t.split or EXTRA_SPLIT), "metric": _lit(t.name),
+            "value": fin(f"w.v{i}")}, f"{src} WHERE w.v{i} IS NOT NULL") for i, t in evals)
+    if layers:
+        selects["layer_grads"] = " UNION ALL ".join(_select("layer_grads", {
+            "run_id": "r.run_id", "step": "w.step", "layer": _lit(t.name), "depth": _lit(depth[t.name]),
+            "grad_norm": f"w.v{i}"}, f"{src} WHERE w.v{i} IS NOT NULL") for i, t in layers)
+    count = " + ".join(f"count(w.v{i})" for i, _ in evals) or "0"
+    count_layers = " + ".join(f"count(w.v{i})" for i, _ in layers) or "0"
+    diverged = f"bool_or(NOT isfinite({v['loss']}))" if "loss" in v else "false"
+    facts = (
+        f"SELECT r.run_id, f.newest, f.diverged, f.n_steps, f.n_evals, f.n_layers FROM (SELECT w.ridx, "
+        f"max(w.ts) AS newest, {diverged} AS diverged, count(w.wall) AS n_steps, "
+        f"{count} AS n_evals, {count_layers} AS n_layers FROM {w} w GROUP BY w.ridx) f JOIN {rn} r USING (ridx)"
+    )
+    return stage, (rn, w), selects, facts
+
+
 def layout_reader(
     keys: Sequence[str], targets: Sequence[Target], *,
     finish: Callable[[Any, dict[str, Any]], None], fallback: Callable[[Any], None], tag: str,
@@ -120,12 +204,13 @@ def layout_reader(
     tells readers with different callbacks apart (it must change when they read differently,
     e.g. another ``--map``).
     """
-    layout = repr((tag, list(keys), [(t.table, t.name, t.split) for t in targets]))
+    wide = len(targets) <= WIDE_MAX_KEYS
+    layout = repr((tag, wide, list(keys), [(t.table, t.name, t.split) for t in targets]))
     h = hashlib.sha1(layout.encode()).hexdigest()[:12]
     with _LOCK:
         reader = _CACHE.get(h)
         if reader is None:
-            stage, temps, selects, facts = _sql(h, targets)
+            stage, temps, selects, facts = (_wide_sql if wide else _long_sql)(h, targets)
             reader = JsonReader(name=f"mlflow:{h}", stage=stage, temp_tables=temps, selects=selects, facts=facts,
                                 finish=finish, fallback=fallback)
             _CACHE[h] = reader

@@ -4,7 +4,9 @@ reader and the ``wandb`` adapter.
 What a run folder holds depends on the client. Since ~0.10 the full per-step history is only
 in the binary transaction log ``run-<id>.wandb`` (LevelDB-log framed protobuf ``Record``\\ s);
 online runs also get ``files/config.yaml``, ``files/wandb-summary.json`` and
-``files/wandb-metadata.json`` at the end (offline runs may have only the log). Older clients
+``files/wandb-metadata.json`` from their sender (an offline run of wandb 0.29 has none of them:
+only the log, ``files/requirements.txt`` and ``logs/``; its config, summary and environment are
+records of the log). Older clients
 wrote ``wandb-history.jsonl`` (one JSON object per ``wandb.log`` call), with or without the
 ``files/`` folder. The log is read with the ``wandb`` package's own record reader
 (``wandb.sdk.internal.datastore``; ``pip install 'stabstat[wandb]'``, which pins a ``wandb``
