@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-AREAS = ["gradnorms", "ingest", "stats", "cli", "report", "sources", "trackers", "planning", "probe"]
+AREAS = ["gradnorms", "ingest", "stats", "cli", "report", "sources", "trackers", "planning", "probe", "examples", "sequential"]
 
 
 def _machine() -> str:

@@ -20,6 +20,7 @@ Kinds (``kind = ...``):
     one-sided permutation p. ``successful_only = true`` leaves failed runs out.
 ``std``  same fields: the SD is higher at ``higher``. Bootstrap CI of the SD ratio,
     Brown-Forsythe p halved in the direction of the estimate.
+``aso``  same fields, optional ``value`` (0.2): ASO eps_min of higher over lower is below it.
 ``failure_trend``  ``factor``, ``direction = "increasing" | "decreasing"``: failure rises
     or falls with a numeric factor (logistic regression, log2 for sizes; one-sided Wald p,
     or a permutation trend test under separation). Fix other factors with ``filter``.
@@ -31,6 +32,9 @@ Kinds (``kind = ...``):
     the CI of the runs' SD (pooled within the levels of ``factor``); the p-values are the
     chi-square test of that SD against the largest SD for which ``value`` seeds are enough
     (normal approximation; :func:`stabstat.analysis.plan.seeds_needed_test`).
+``--sequential`` (``check(..., sequential=True)``): confidence sequences instead of fixed-n
+tests for ``failure_rate``, ``mean`` (optional ``bounds = [low, high]``) and
+``max_failure_rate``; Bonferroni across the claims (:mod:`stabstat.analysis.sequential`).
 ``variance_share``  ``component`` (a seed factor, or ``residual``), ``value`` (a share),
     ``direction = "above" | "below"``, optional ``successful_only``: the component's share of
     the metric's variance in the selection (one configuration: use ``filter``) is above /
@@ -39,6 +43,7 @@ Kinds (``kind = ...``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Mapping
@@ -51,6 +56,7 @@ import numpy as np
 from stabstat import __version__
 from stabstat import stats as S
 from stabstat.analysis import RunSet, Selection, Settings, select_runs
+from stabstat.analysis.examples import aso_claim
 from stabstat.analysis.levels import metric_values, pair_by_seed
 from stabstat.errors import ConfigError, StabstatError
 
@@ -62,12 +68,12 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "CheckResult", "ClaimResult", "check", "claims_settings", "load_claims"]
 
 KINDS = ("failure_rate", "mean", "median", "iqm", "max", "std", "failure_trend", "max_failure_rate", "seeds_needed",
-         "variance_share")
+         "variance_share", "aso")
 _SELECTION_KEYS = ("metric", "split", "at", "filter", "where", "params", "baseline", "fail_below",
                    "include_incomplete")
 _SETTINGS_KEYS = ("alpha", "correction", "resamples", "seed", "ci_method", "confidence")
 _CLAIM_KEYS = {"name", "kind", "factor", "higher", "lower", "direction", "value", "successful_only",
-               "transform", "delta", "power", "component", *_SELECTION_KEYS}
+               "transform", "delta", "power", "component", "bounds", *_SELECTION_KEYS}
 _REQUIRED = {
     "failure_rate": ("factor", "higher", "lower"),
     "mean": ("factor", "higher", "lower"),
@@ -75,6 +81,7 @@ _REQUIRED = {
     "iqm": ("factor", "higher", "lower"),
     "max": ("factor", "higher", "lower"),
     "std": ("factor", "higher", "lower"),
+    "aso": ("factor", "higher", "lower"),
     "failure_trend": ("factor", "direction"),
     "max_failure_rate": ("value",),
     "seeds_needed": ("value", "delta"),
@@ -101,9 +108,14 @@ class ClaimResult:
     n: dict[str, int]
     detail: str
     warnings: list[str] = field(default_factory=list)
+    #: ``check --sequential`` only: the confidence sequence (boundary, decided_at, lows, highs)
+    sequence: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"test": "claim", **asdict(self)}
+        d = {"test": "claim", **asdict(self)}
+        if d["sequence"] is None:
+            del d["sequence"]
+        return d
 
 
 @dataclass
@@ -131,7 +143,7 @@ class CheckResult:
     def to_frame(self) -> Any:
         import polars as pl
 
-        rows = [{k: v for k, v in c.to_dict().items() if k not in ("n", "warnings")} for c in self.claims]
+        rows = [{k: v for k, v in c.to_dict().items() if k not in ("n", "warnings", "sequence")} for c in self.claims]
         return pl.DataFrame(rows, infer_schema_length=None)
 
 
@@ -350,6 +362,8 @@ def _evaluate(store: Store, claim: Mapping[str, Any], sel: Selection, cfg: Setti
     label = f"{factor}={_label(claim['higher'])} vs {factor}={_label(claim['lower'])}"
     if kind == "failure_rate":
         return _failure_rate(hi, lo, claim, cfg, label, warnings)
+    if kind == "aso":
+        return _Evidence(**aso_claim(hi, lo, claim, cfg, label, index, warnings))
     return _metric_statistic(hi, lo, claim, cfg, label, index, warnings)
 
 
@@ -500,10 +514,34 @@ def _metric_statistic(hi: pl.DataFrame, lo: pl.DataFrame, claim: Mapping[str, An
                      warnings=warnings + list(diff.warnings))
 
 
+def _evaluate_sequential(store: Store, claim: Mapping[str, Any], sel: Selection, confidence: float,
+                         where: str) -> tuple[_Evidence, dict[str, Any]]:
+    """``check --sequential``: a claim's evidence and sequence at ``confidence`` (1 - alpha / m)."""
+    from stabstat.analysis.sequential import sequential_evidence
+
+    factor = claim.get("factor") if claim["kind"] != "max_failure_rate" else None
+    runset = select_runs(store, [factor] if factor else [], selection=sel)
+    hi, lo, labels = runset.frame, None, ("all", "")
+    if runset.by and claim["kind"] != "max_failure_rate":
+        hi = _level_frame(runset, runset.by[0], claim["higher"], where, "higher")
+        lo = _level_frame(runset, runset.by[0], claim["lower"], where, "lower")
+        labels = (_label(claim["higher"]), _label(claim["lower"]))
+    e = sequential_evidence(claim, hi, lo, confidence=confidence, metric=runset.settings.get("metric"),
+                            labels=labels, where=where)
+    seq = {"boundary": e.boundary, "decided_at": e.decided_at, "lows": list(e.lows), "highs": list(e.highs)}
+    return _Evidence(e.estimate, e.ci_low, e.ci_high, e.ci_method, e.p_for, e.p_against, e.test, e.n, e.detail,
+                     list(runset.warnings) + e.warnings), seq
+
+
 def check(store: Store, path: str | Path, *, settings: Settings | None = None, alpha: float | None = None,
           correction: str | None = None,
-          overrides: Mapping[str, int | float | str | None] | None = None) -> CheckResult:
+          overrides: Mapping[str, int | float | str | None] | None = None, sequential: bool = False) -> CheckResult:
     """Evaluate every claim of the file at ``path`` (see the module docstring).
+
+    ``sequential``: confidence sequences instead of fixed-n tests (kinds ``failure_rate``,
+    ``mean``, ``max_failure_rate``; :mod:`stabstat.analysis.sequential`): each claim's sequence
+    at level ``alpha / m`` for ``m`` claims (Bonferroni: the verdicts of all claims hold
+    together, at every number of seeds at once), PASS/FAIL as soon as it excludes the boundary.
 
     ``settings`` (whole), ``overrides`` (field by field; what a command line gave),
     ``alpha`` and ``correction`` given here override the file's defaults
@@ -514,18 +552,30 @@ def check(store: Store, path: str | Path, *, settings: Settings | None = None, a
     a = float(alpha if alpha is not None else defaults.get("alpha", 0.05))
     if not 0 < a < 1:
         raise ConfigError(f"{path}: alpha must be in (0, 1), got {a}")
-    evidence = []
+    from stabstat.analysis.sequential import SEQUENTIAL_RULE as _SEQ_RULE
+
+    evidence, sequences = [], []
     for i, claim in enumerate(claims, 1):
         where = f"{path}: claim {i}" + (f" ({claim.get('name')!r})" if claim.get("name") else "")
         sel = _selection(defaults, claim, where)
         try:
-            evidence.append(_evaluate(store, claim, sel, cfg, where, i))
+            if sequential:
+                e, seq = _evaluate_sequential(store, claim, sel, 1 - a / len(claims), where)
+                evidence.append(e)
+                sequences.append(seq)
+            else:
+                evidence.append(_evaluate(store, claim, sel, cfg, where, i))
         except ConfigError:
             raise
         except StabstatError as exc:
             raise type(exc)(f"{where}: {exc}") from None
-    adj_for = S.adjust_pvalues([e.p_for for e in evidence], cfg.correction)
-    adj_against = S.adjust_pvalues([e.p_against for e in evidence], cfg.correction)
+    if sequential:  # Bonferroni: the correction that matches each claim's sequence at alpha / m
+        cfg = dataclasses.replace(cfg, correction="bonferroni")
+        adj_for = np.minimum(1.0, np.array([e.p_for for e in evidence]) * len(evidence))
+        adj_against = np.minimum(1.0, np.array([e.p_against for e in evidence]) * len(evidence))
+    else:
+        adj_for = S.adjust_pvalues([e.p_for for e in evidence], cfg.correction)
+        adj_against = S.adjust_pvalues([e.p_against for e in evidence], cfg.correction)
     results = []
     for i, (claim, e) in enumerate(zip(claims, evidence, strict=True)):
         pf, pa = float(adj_for[i]), float(adj_against[i])
@@ -535,11 +585,12 @@ def check(store: Store, path: str | Path, *, settings: Settings | None = None, a
             estimate=float(e.estimate), ci_low=float(e.ci_low), ci_high=float(e.ci_high),
             ci_method=e.ci_method, p_value=float(e.p_for), p_adjusted=pf, p_against=float(e.p_against),
             p_against_adjusted=pa, p_method=e.test, n=e.n, detail=e.detail,
-            warnings=list(dict.fromkeys(e.warnings)),
+            warnings=list(dict.fromkeys(e.warnings)), sequence=sequences[i] if sequential else None,
         ))
     settings_out = {"analysis": "check", "claims_file": str(path), "alpha": a, **cfg.describe(),
                     "defaults": {k: v for k, v in defaults.items() if k in _SELECTION_KEYS},
                     "verdict_rule": "PASS: adjusted one-sided p for the claim < alpha; FAIL: adjusted p against "
-                                    "< alpha; else INCONCLUSIVE",
+                                    "< alpha; else INCONCLUSIVE" + (_SEQ_RULE if sequential else ""),
+                    **({"sequential": True} if sequential else {}),
                     "stabstat_version": __version__, "database": str(store.path)}
     return CheckResult(str(path), results, settings_out)

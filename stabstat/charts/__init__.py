@@ -21,6 +21,8 @@ charts; charts.forest(...)`` is the one import users need):
 * :mod:`stabstat.charts.loss` - :func:`loss_curves`, :func:`loss_bands`;
 * :mod:`stabstat.charts.gradients` - :func:`layer_gradients`, :func:`layer_gradients_heatmap`;
 * :mod:`stabstat.charts.forest` - :func:`forest`;
+* :mod:`stabstat.charts.examples` - :func:`uncertainty_sources` (seeds vs examples);
+* :mod:`stabstat.charts.sequential` - :func:`sequence_funnel`, :func:`claims_funnels` (confidence sequences);
 * :mod:`stabstat.charts.export` - :func:`spec`, :func:`save` (vl-convert).
 
 Examples
@@ -46,6 +48,7 @@ from stabstat.charts._base import (
     AnyChart,
     inline_data,
 )
+from stabstat.charts.examples import uncertainty_sources
 from stabstat.charts.export import save, spec
 from stabstat.charts.failure import failure_rate, failure_rate_vs
 from stabstat.charts.forest import forest
@@ -54,8 +57,10 @@ from stabstat.charts.gradients import layer_gradients, layer_gradients_heatmap
 from stabstat.charts.loss import loss_bands, loss_curves
 from stabstat.charts.metric import metric_by_config, metric_vs_loss
 from stabstat.charts.planning import expected_max_curves, power_curves
+from stabstat.charts.sequential import claims_funnels, sequence_funnel
 
 __all__ = [
+    "claims_funnels",
     "FAILED_COLOR",
     "AnyChart",
     "OK_COLOR",
@@ -76,6 +81,8 @@ __all__ = [
     "metric_vs_loss",
     "power_curves",
     "save",
+    "sequence_funnel",
     "spec",
+    "uncertainty_sources",
 ]
 

@@ -155,11 +155,19 @@ def _tests_table(tests: Sequence[Row]) -> list[dict[str, str]]:
 @click.option("--stratify", metavar="FACTOR",
               help="Also report mean and IQM with a bootstrap stratified by FACTOR (e.g. task): "
                    "seeds are resampled within each stratum.")
+@click.option("--resample", type=click.Choice(["seeds", "seeds,examples"]), default="seeds", show_default=True,
+              help="seeds,examples: also a seeds x examples bootstrap (MultiBERTs) recomputing the metric "
+                   "(accuracy, f1, mcc, acc_f1) from the stored per-example predictions: CIs of each "
+                   "level's mean and of differences, and the examples' share of the variance.")
+@click.option("--test", "test", type=click.Choice(["aso"]), default=None,
+              help="aso: also almost stochastic order (Dror et al. 2019) of every ordered pair: "
+                   "eps_min < 0.5 means a is almost stochastically larger (usual threshold 0.2).")
 @selection_options
 @stat_options
 @db_option
 @format_option
-def compare(by: str, paired: bool | None, stratify: str | None, db: str, fmt: str, **kw: Any) -> None:
+def compare(by: str, paired: bool | None, stratify: str | None, resample: str, test: str | None, db: str, fmt: str,
+            **kw: Any) -> None:
     """Compare the levels of a factor: per-level statistics with bootstrap CIs
     and failure rates, pairwise differences with p-values, and spread tests.
 
@@ -180,12 +188,15 @@ def compare(by: str, paired: bool | None, stratify: str | None, db: str, fmt: st
         stabstat compare --by recipe --baseline 0.5 --resamples 20000 --seed 7
         stabstat compare --by recipe --stratify task
         stabstat compare --by recipe --where "lr > ? AND n_train <= ?" --param 2e-5 --param 1000
+        stabstat compare --by recipe --resample seeds,examples --metric accuracy
+        stabstat compare --by recipe --test aso --correction holm
     """
     from stabstat.analysis import compare as run_compare
 
     with open_store(db) as store:
         res = run_compare(store, by, selection=selection_from(kw), settings=settings_from(kw),
-                          paired="auto" if paired is None else paired, stratify=stratify)
+                          paired="auto" if paired is None else paired, stratify=stratify,
+                          resample=resample, test=test)
 
     def table(r: AnalysisResult) -> None:
         from stabstat.analysis.results import CompareGroup
@@ -201,8 +212,28 @@ def compare(by: str, paired: bool | None, stratify: str | None, db: str, fmt: st
                 for g in cast("list[CompareGroup]", r.groups)]
         _print_rows(f"{r.settings['metric']} by {f}", rows)
         _print_rows("pairwise (a - b; sd ratio a / b)", _tests_table(r.tests))
+        _example_tables(r)
 
     _emit(res, fmt, table)
+
+
+def _example_tables(r: AnalysisResult) -> None:
+    """The seeds x examples bootstrap and ASO tables of ``compare`` (when asked for)."""
+    f = r.by[0]
+    _print_rows(f"seeds x examples bootstrap ({r.settings.get('example_resamples')} resamples, percentile CI; runs "
+                "and examples resampled jointly)", [
+        {f: level_cli(g["level"]), "runs": str(g["runs"]), "examples": str(g["examples"]),
+         "mean [CI]": ci_cli(g["estimate"], g["ci_low"], g["ci_high"]),
+         "width seeds only": number_cli(g["width_seeds"]), "width examples only": number_cli(g["width_examples"]),
+         "examples' share": number_cli(g["share_examples"])} for g in r.sections.get("examples", [])])
+    _print_rows("seeds x examples differences (a - b)", [
+        {"a": level_cli(d["a"]), "b": level_cli(d["b"]), "estimate [CI]": ci_cli(d["estimate"], d["ci_low"],
+                                                                                   d["ci_high"]),
+         "paired over": d["pairing"]} for d in r.sections.get("examples_pairs", [])])
+    _print_rows("almost stochastic order (eps_min < 0.5: a almost stochastically larger; strict: < 0.2)", [
+        {"a": level_cli(t["a"]), "b": level_cli(t["b"]), "eps_min": number_cli(t["eps_min"]),
+         "violation ratio": number_cli(t["violation_ratio"]), "confidence": number_cli(t["confidence"]),
+         f"p adj (eps >= 0.2, {t['correction']})": p_value_cli(t["p_adjusted"])} for t in r.sections.get("aso", [])])
 
 
 # --------------------------------------------------------------------------- failure rate
@@ -389,10 +420,17 @@ def gradients(by: str | None, max_depth: int, steps: int | None, collapse_factor
 @click.option("--resamples", type=click.IntRange(min=100), default=None,
               help="Bootstrap resamples [default: the file's, else 10000].")
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Resampling seed [default: the file's, else 0].")
+@click.option("--sequential", is_flag=True,
+              help="Confidence sequences instead of fixed-n tests (kinds failure_rate, mean, max_failure_rate): "
+                   "PASS/FAIL as soon as the sequence excludes the claim's boundary; valid however often it is "
+                   "re-run as seeds arrive. Bonferroni across the claims.")
+@click.option("--chart", "chart_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="With --sequential: write each claim's confidence sequence against seeds (a funnel, the "
+                   "stopping point marked) to FILE (.png, .svg or .json).")
 @db_option
 @format_option
 def check(claims_file: str, alpha: float | None, correction: str | None, resamples: int | None, seed: int | None,
-          db: str, fmt: str) -> None:
+          sequential: bool, chart_path: str | None, db: str, fmt: str) -> None:
     """Evaluate declarative stability claims (TOML); exit 1 when any claim FAILs.
 
     Each claim gets PASS (evidence for it), FAIL (evidence against it) or
@@ -400,10 +438,19 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
     p-value adjusted across the file's claims (Holm by default), and the runs
     used. The claims format is in the README (Statistics section).
 
+    With --sequential each claim gets a time-uniform confidence sequence
+    (betting, Waudby-Smith & Ramdas 2023) over its runs in seed order, at
+    level alpha / (number of claims): check after every batch of seeds and
+    stop when every claim is decided (stabstat-run --until-decided does).
+    A mean is assumed to lie in [0, 1] ([-1, 1] for mcc) unless the claim
+    states bounds = [low, high].
+
     \b
     Example:
         stabstat check claims.toml
         stabstat check claims.toml --db sweep.duckdb --format json
+        stabstat check claims.toml --sequential
+        stabstat check claims.toml --sequential --chart funnel.png
 
     \b
     claims.toml:
@@ -420,9 +467,11 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
     from stabstat.claims import load_claims
 
     load_claims(claims_file)  # a bad file is reported before the store is opened
+    if chart_path is not None and not sequential:
+        raise click.UsageError("--chart draws confidence sequences: add --sequential")
     # Command line > file > defaults, field by field (stabstat.claims.claims_settings).
     with open_store(db) as store:
-        res = run_check(store, claims_file, alpha=alpha,
+        res = run_check(store, claims_file, alpha=alpha, sequential=sequential,
                         overrides={"resamples": resamples, "seed": seed, "correction": correction})
     if fmt == "json":
         echo_json(res.to_dict())
@@ -430,6 +479,13 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
         click.echo(res.to_frame().write_csv(), nl=False)
     else:
         _print_verdicts(res)
+    if chart_path is not None:
+        from stabstat.charts import save
+        from stabstat.charts.sequential import claims_funnels
+
+        funnels = claims_funnels([c.to_dict() for c in res.claims])
+        if funnels is not None:
+            save(funnels, chart_path)
     if not res.ok:
         sys.exit(1)
 
@@ -442,6 +498,11 @@ def _print_verdicts(res: CheckResult) -> None:
         click.secho(f"{c.verdict:<12}", fg=colour[c.verdict], nl=False)
         click.echo(f" {c.name}")
         click.echo(f"             {c.detail}")
+        if c.sequence is not None:
+            at = c.sequence["decided_at"]
+            b = f"{c.sequence['boundary']:g}"
+            click.echo(f"             confidence sequence: excludes {b} from n = {at} on" if at
+                       else f"             confidence sequence: does not exclude {b} yet")
         click.echo(f"             estimate {ci_cli(c.estimate, c.ci_low, c.ci_high)} ({c.ci_method}); "
                    f"p = {p_value_cli(c.p_value)}, adjusted {p_value_cli(c.p_adjusted)} ({c.p_method}); "
                    f"n = {', '.join(f'{k}: {v}' for k, v in c.n.items())}")
@@ -451,4 +512,5 @@ def _print_verdicts(res: CheckResult) -> None:
     s = res.settings
     click.echo(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive "
                f"(alpha {s['alpha']:g}, {s['correction']} across {len(res.claims)} claims; "
-               f"{s['resamples']} resamples, seed {s['seed']})")
+               + ("confidence sequences, valid at every number of seeds)" if s.get("sequential")
+                  else f"{s['resamples']} resamples, seed {s['seed']})"))

@@ -33,6 +33,7 @@ CHART_KINDS = (
     "gradient-heatmap",
     "metric-vs-loss",
     "forest",
+    "examples-uncertainty",
     "forgetting",
     "expected-max",
     "power-curve",
@@ -58,6 +59,9 @@ def _downsampling(f: F) -> F:
               metavar="FILE", help="Claims file (TOML, as for `stabstat check`): adds verdicts; "
                                    "statistics options given here override the file's [defaults], "
                                    "which override the defaults.")
+@click.option("--sequential", is_flag=True,
+              help="With --claims: check them with confidence sequences (as `stabstat check "
+                   "--sequential`) and draw each claim's sequence against the number of seeds.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default="report.html",
               show_default=True, help="HTML file to write.")
 @click.option("--title", help="Page title [default: from the factor and task].")
@@ -65,7 +69,7 @@ def _downsampling(f: F) -> F:
 @selection_options
 @stat_options
 @db_option
-def report(by: str | None, claims: str | None, out: str, title: str | None,
+def report(by: str | None, claims: str | None, sequential: bool, out: str, title: str | None,
            max_runs: int | None, points: int | None, db: str, **kw: Any) -> None:
     """Write a self-contained HTML report (opens offline, no network request).
 
@@ -82,9 +86,13 @@ def report(by: str | None, claims: str | None, out: str, title: str | None,
     Example:
         stabstat report --by bias_correction --out report.html
         stabstat report --by lr --filter task=rte --claims claims.toml --out rte.html
+        stabstat report --by bias_correction --claims claims.toml --sequential
         stabstat report --db sweep.duckdb --metric mcc --resamples 2000 --out cola.html
     """
     from stabstat.report import PAGE_BUDGET_BYTES, build_report
+
+    if sequential and not claims:
+        raise click.UsageError("--sequential checks the claims of --claims FILE: give a claims file")
 
     # Claims: command line > the file's [defaults] > defaults, field by field, as for
     # `stabstat check` (stabstat.claims.claims_settings is the one rule).
@@ -100,7 +108,7 @@ def report(by: str | None, claims: str | None, out: str, title: str | None,
     with open_store(db) as store:
         rep = build_report(store, by=by, selection=selection_from(kw), settings=settings_from(kw),
                            claims=claims, title=title, max_runs_drawn=max_runs,
-                           loss_points=points, claims_settings=claims_cfg)
+                           loss_points=points, claims_settings=claims_cfg, sequential=sequential)
         path = rep.write(out)
     size = path.stat().st_size
     click.echo(f"wrote {path} ({size / 1e6:.2f} MB, {len(rep.figures)} charts)")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from stabstat import __version__
 from stabstat._text import level as label
 from stabstat.report.context import ReportContext, build_context
-from stabstat.report.figures import FIGURES, build_figures
+from stabstat.report.figures import FIGURES, build_figures, claims_funnel
 from stabstat.report.methods import methods_text
 from stabstat.report.page import Report
 from stabstat.report.provenance import package_versions, provenance_rows
@@ -42,6 +42,7 @@ def build_report(
     grad_points: int | None = None,
     only: Sequence[str] | None = None,
     claims_settings: Settings | None = None,
+    sequential: bool = False,
 ) -> Report:
     """Gather the report of a store selection (nothing is written; see :meth:`Report.write`).
 
@@ -62,6 +63,9 @@ def build_report(
         unless ``claims_settings`` (a :class:`stabstat.analysis.Settings`, usually
         :func:`stabstat.claims.claims_settings` of the file's defaults and the command
         line's options: command line > file > defaults) replaces them.
+    sequential
+        Check the claims with confidence sequences (``stabstat check --sequential``) and add a
+        figure of each claim's sequence against the number of seeds.
     max_runs_drawn, loss_points, grad_points
         Downsampling of the loss and gradient charts (defaults in :mod:`stabstat.chartdata`).
     only
@@ -81,7 +85,10 @@ def build_report(
     figures = build_figures(ctx)
     checked = None
     if claims is not None and only is None:
-        checked = ctx.check_claims(claims, claims_settings)
+        checked = ctx.check_claims(claims, claims_settings, sequential=sequential)
+        funnel = claims_funnel(checked) if sequential else None
+        if funnel is not None:
+            figures.append(funnel)
     versions = package_versions()
     data: dict[str, Any] = {
         "compare": [{"task": t, **res.to_dict()} for t, res in ctx.compares],

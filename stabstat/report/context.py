@@ -167,12 +167,13 @@ class ReportContext:
 
         return gradients_frame(self.store, self.runset, settings=self.settings, per_layer=False, ratio_test=False)
 
-    def check_claims(self, path: str | Path, settings: Settings | None) -> CheckResult:
+    def check_claims(self, path: str | Path, settings: Settings | None, *,
+                     sequential: bool = False) -> CheckResult:
         """:func:`stabstat.claims.check` of a claims file (``settings``: see
-        :func:`stabstat.claims.claims_settings`)."""
+        :func:`stabstat.claims.claims_settings`; ``sequential``: confidence sequences)."""
         from stabstat.claims import check
 
-        return check(self.store, path, settings=settings)
+        return check(self.store, path, settings=settings, sequential=sequential)
 
     def runs_table(self, columns: Sequence[str] | None = None) -> pl.DataFrame:
         return runs_table(self.store, columns)

@@ -23,9 +23,10 @@ from stabstat.report.sections import gradient_table, pair_tests
 if TYPE_CHECKING:
     import polars as pl
 
+    from stabstat.claims import CheckResult
     from stabstat.report.context import ReportContext
 
-__all__ = ["BUILDERS", "FIGURES", "FigureBuilder", "build_figures"]
+__all__ = ["BUILDERS", "FIGURES", "FigureBuilder", "build_figures", "claims_funnel"]
 
 FigureBuilder = Callable[["ReportContext"], Figure | None]
 
@@ -325,6 +326,35 @@ def forgetting(ctx: ReportContext) -> Figure | None:
     )
 
 
+def examples_uncertainty(ctx: ReportContext) -> Figure | None:
+    """Seeds vs examples: CI widths of each configuration's mean with only seeds, only examples,
+    or both resampled (only when the selected runs have per-example predictions; one task)."""
+    from stabstat import charts
+    from stabstat.analysis import RunSet
+    from stabstat.analysis.examples import example_sections, has_predictions, uncertainty_frame
+    from stabstat.errors import SelectionError
+
+    split, metric = ctx.run_settings["split"], ctx.run_settings["metric"]
+    if len(ctx.tasks) > 1 or not has_predictions(ctx.store, ctx.frame["run_id"].to_list(), split):
+        return None
+    try:
+        sections, _ = example_sections(ctx.store, RunSet(ctx.runs, ("config",), ctx.run_settings, []), ctx.settings,
+                                       resample=True, test_aso=False)
+    except SelectionError as e:
+        ctx.notes.append(f"No seeds x examples figure: {e}")
+        return None
+    rows = sections["examples"]
+    share = ", ".join(f"{r['level']} {r['share_examples']:.0%}" for r in rows)
+    return Figure(
+        "examples-uncertainty", "Where the uncertainty comes from: seeds vs examples",
+        f"{ctx.confidence_pct}% percentile interval width of each configuration's mean {metric}, recomputed "
+        f"from the per-example predictions of split {split}, with only the runs (seeds) resampled, only the "
+        "dev examples resampled, or both jointly (the multibootstrap of Sellam et al., 2022). A finite dev "
+        f"set adds uncertainty that a seeds-only bootstrap ignores. Examples' share of the variance: {share}.",
+        charts.uncertainty_sources(uncertainty_frame(rows), metric=metric, confidence_pct=ctx.confidence_pct),
+    )
+
+
 def _seed_planning_allowed(ctx: ReportContext, min_configs: int) -> bool:
     """The "How many seeds" figures need one task and >= 3 runs with a value per configuration."""
     import polars as pl
@@ -407,10 +437,36 @@ BUILDERS: dict[str, FigureBuilder] = {
     "gradient-heatmap": gradient_heatmap,
     "metric-vs-loss": metric_vs_loss,
     "forest": forest,
+    "examples-uncertainty": examples_uncertainty,
     "forgetting": forgetting,
     "expected-max": expected_max,
     "power-curve": power_curve,
 }
+
+def claims_funnel(checked: CheckResult) -> Figure | None:
+    """The confidence sequence of each claim checked with ``sequential=True`` against the number
+    of seeds, the boundary and the stopping point marked (issue: anytime-valid claims). Not in
+    :data:`BUILDERS`: it depends on the claims file, not on the selection; ``build_report``
+    adds it after the claims are checked. None when no claim carries a sequence."""
+    from stabstat import charts
+
+    tests = [c for c in checked.to_dict()["tests"] if c.get("sequence")]
+    if not tests:
+        return None
+    chart = charts.claims_funnels(tests)
+    if chart is None:
+        return None
+    return Figure(
+        "claims-funnel", "Claims as seeds arrive: confidence sequences",
+        "For each claim checked sequentially, the running confidence sequence of its quantity "
+        "(band) against the number of seeds, the claim's boundary (line) and the number of seeds "
+        "at which the sequence first excluded it (the stopping point). The band is valid at every "
+        "number of seeds at once (betting confidence sequences, Waudby-Smith & Ramdas 2023; "
+        "Bonferroni over the claims), so the verdict stays valid however often the check is "
+        "re-run as seeds arrive.",
+        chart,
+    )
+
 
 #: Figure ids of a report, in page order (also the ``KIND`` of ``stabstat chart``).
 FIGURES = tuple(BUILDERS)

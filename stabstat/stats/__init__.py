@@ -31,6 +31,10 @@ One concept each; import from the package (``from stabstat import stats as S``):
 * ``components``  variance components over crossed seed factors (ANOVA / REML, pigeonhole bootstrap)
 * ``power``       how many seeds: bootstrap and analytic power, Fisher power, CI width
 * ``expected_max`` expected maximum of k runs (Tang et al. 2020 unbiased; Dodge et al. 2019 plug-in)
+* ``multibootstrap`` seeds x examples bootstrap from per-example predictions (Sellam et al. 2022)
+* ``aso``         almost stochastic order, eps_min (Dror et al. 2019; del Barrio et al. 2018)
+* ``sequential``  confidence sequences valid at every number of seeds: betting (Waudby-Smith &
+  Ramdas 2023) for bounded metrics, failure rates and their differences; asymptotic (WS et al. 2024)
 
 Imports point one way: ``_common`` and ``results`` import nothing of the project;
 ``resampling`` imports them; the other modules import those (``resampling`` only where they
@@ -45,6 +49,12 @@ Wilson (1927), JASA 22:209-212. Clopper & Pearson (1934), Biometrika 26:404-413.
 Newcombe (1998), Statistics in Medicine 17:873-890 (method 10, hybrid score).
 Holm (1979), Scand. J. Statist. 6:65-70. Benjamini & Hochberg (1995), JRSS-B 57:289-300.
 Brown & Forsythe (1974), JASA 69:364-367.
+Waudby-Smith & Ramdas (2023), Estimating means of bounded random variables by betting, JRSS-B 86:1-27.
+Waudby-Smith, Arnold, Wu, Wang & Ramdas (2024), Time-uniform central limit theory and asymptotic
+confidence sequences, Ann. Statist. 52 (confidence sequences).
+Sellam et al. (2022), The MultiBERTs: BERT reproductions for robustness analysis, ICLR (multibootstrap).
+Dror, Shlomov & Reichart (2019), Deep dominance, ACL; del Barrio, Cuesta-Albertos & Matran (2018),
+An optimal transportation approach for assessing almost stochastic order (ASO).
 Agarwal et al. (2021), Deep RL at the edge of the statistical precipice, NeurIPS (IQM,
 stratified bootstrap, probability of improvement).
 """
@@ -64,6 +74,7 @@ from stabstat.stats._common import (
     default_ci_method,
     seed_warnings,
 )
+from stabstat.stats.aso import ASO_THRESHOLD, AsoResult, aso, aso_matrix, violation_ratio
 from stabstat.stats.bootstrap import (
     bootstrap_ci,
     bootstrap_correlation,
@@ -78,6 +89,12 @@ from stabstat.stats.expected_max import (
     expected_max,
     expected_max_budget,
     expected_max_curve,
+)
+from stabstat.stats.multibootstrap import (
+    EXAMPLE_METRICS,
+    MultibootResult,
+    example_metric,
+    multibootstrap,
 )
 from stabstat.stats.multiple import adjust_pvalues, benjamini_hochberg, holm
 from stabstat.stats.permutation import permutation_test, trend_permutation_test
@@ -106,30 +123,48 @@ from stabstat.stats.results import (
     TestResult,
     TrendResult,
 )
+from stabstat.stats.sequential import (
+    ConfidenceSequence,
+    asymptotic_cs,
+    asymptotic_diff_cs,
+    betting_cs,
+    betting_diff_cs,
+    betting_p_values,
+    rate_cs,
+)
 from stabstat.stats.stratified import stratified_bootstrap, stratified_bootstrap_groups
 from stabstat.stats.trends import logistic_regression, logistic_trend
 from stabstat.stats.variance import brown_forsythe, sd_ratio_ci
 
 __all__ = [
+    "ASO_THRESHOLD",
     "AUTO_TEXT",
     "CI_METHODS",
     "DEFAULT_CONFIDENCE",
     "DEFAULT_RESAMPLES",
     "DEFAULT_SEED",
     "EXACT_MAX_N",
+    "EXAMPLE_METRICS",
     "MIN_SEEDS",
     "PERCENTILE_AT_MOST",
     "SD_PERCENTILE_BELOW",
     "STATISTICS",
+    "AsoResult",
     "BootstrapResult",
     "ComponentsResult",
+    "ConfidenceSequence",
     "ExpectedMaxResult",
+    "MultibootResult",
     "RateDiffResult",
     "RateResult",
     "TestResult",
     "TrendResult",
     "VarianceComponent",
     "adjust_pvalues",
+    "aso",
+    "aso_matrix",
+    "asymptotic_cs",
+    "asymptotic_diff_cs",
     "benjamini_hochberg",
     "bootstrap_ci",
     "bootstrap_correlation",
@@ -137,12 +172,16 @@ __all__ = [
     "bootstrap_groups",
     "bootstrap_power",
     "bootstrap_statistics",
+    "betting_cs",
+    "betting_diff_cs",
+    "betting_p_values",
     "brown_forsythe",
     "ci_width_n",
     "clopper_pearson_interval",
     "compute_statistic",
     "default_ci_method",
     "draw_counts",
+    "example_metric",
     "expected_max",
     "expected_max_budget",
     "expected_max_curve",
@@ -153,12 +192,14 @@ __all__ = [
     "iqm",
     "logistic_regression",
     "logistic_trend",
+    "multibootstrap",
     "newcombe_diff",
     "normal_n",
     "normal_power",
     "permutation_test",
     "pilot_sd_interval",
     "probability_of_improvement",
+    "rate_cs",
     "rate_interval",
     "sd_ratio_ci",
     "seed_warnings",
@@ -166,5 +207,6 @@ __all__ = [
     "stratified_bootstrap_groups",
     "trend_permutation_test",
     "variance_components",
+    "violation_ratio",
     "wilson_interval",
 ]
