@@ -9,6 +9,7 @@ local process pool and progress display) or :mod:`runner.launchers` (Slurm, Ray)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ import click
 
 from runner.launchers import launcher_options
 from runner.pool import Progress, allowed_cores, finish_sweep, run_local
+from schemas.stop_rule import DEFAULT_RULE
 from stabstat.errors import StabstatError
 
 __all__ = ["main", "run_cmd"]
@@ -103,15 +105,20 @@ def check_inputs(planned: Sequence[Any], data_dir: str | None) -> None:
               help="--until-decided: seeds added per round (also the first round's).")
 @click.option("--db", "db", default=None,
               help="--until-decided: the store to ingest into [default: OUT/stabstat.duckdb].")
+@click.option("--stop-doomed", "stop_doomed", default=None, metavar="RULE",
+              help="Stop a run its rule predicts to fail, at the rule's check step (status `stopped`, done on "
+                   "resume): a rule printed by `stabstat early` (e.g. 'at=40 loss_ratio>=0.9') or `default` "
+                   f"('{DEFAULT_RULE}').")
 @launcher_options
 def run_cmd(sweep_file: Path, out: Any, data_dir: str | None, jobs: int, threads: int | None,
             seeds: str | None, device: str | None, dry_run: bool, progress_mode: str,
             until_decided: Path | None, max_seeds: int | None, batch: int, db: str | None,
-            **launch: Any) -> None:
+            stop_doomed: str | None, **launch: Any) -> None:
     """Run every (configuration, seed) of SWEEP_FILE into OUT/<run_id>/.
 
-    Re-running the same command resumes: completed (and diverged) runs are
-    skipped, killed, interrupted or failed ones are deleted and redone. All
+    Re-running the same command resumes: completed (and diverged, and
+    --stop-doomed stopped) runs are skipped, killed, interrupted or failed ones
+    are deleted and redone. All
     inputs (keys, types, tasks, data files, labels) are checked before any
     training starts. Exit code 0 when every run completed or diverged, 1 when
     a run failed, 2 on bad input.
@@ -124,11 +131,23 @@ def run_cmd(sweep_file: Path, out: Any, data_dir: str | None, jobs: int, threads
         stabstat-run sweep.toml --launcher slurm --partition gpu --max-parallel 50 --out /shared/runs
         stabstat-run sweep.toml --launcher ray --ray-address auto --out s3://bucket/runs
         stabstat-run sweep.toml --until-decided claims.toml --max-seeds 40 --batch 4 --out runs
+        stabstat-run sweep.toml --out runs --stop-doomed default
+        stabstat-run sweep.toml --out runs --stop-doomed "at=40 loss_ratio>=0.9 loss_vs_majority>=0.97"
     """
     from runner.launchers import launch_cli, prepare_cli
     from runner.rundirs import RunDirs
     from runner.sweep import plan
 
+    if stop_doomed is not None:  # checked before anything runs; the runs read it from the environment
+        from runner.stop_doomed import ENV
+        from schemas.stop_rule import parse
+
+        try:
+            parse(stop_doomed)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc}; print a fitted one with `stabstat early`",
+                                     param_hint="--stop-doomed") from None
+        os.environ[ENV] = stop_doomed
     out = prepare_cli(out, launch)  # s3://... stays a URL; --s3-endpoint goes to the environment
     if until_decided is not None and not dry_run:  # runner.until_decided: rounds of seeds + sequential check
         from runner.until_decided import until_decided_cli
@@ -161,7 +180,7 @@ def run_cmd(sweep_file: Path, out: Any, data_dir: str | None, jobs: int, threads
         statuses = run_local(todo, out, data_dir, n_threads, device, jobs, progress)
     finally:
         progress.close()
-    finish_sweep(statuses)
+    finish_sweep(statuses, out)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -52,6 +52,12 @@ labels and the softmax probability of the predicted label; ``on_evaluate`` write
 step, ``example_id`` = row of the eval dataset (the Trainer evaluates in order). With
 ``write_predictions=True`` and no wrapper, one line on stderr says how to fix it.
 
+Stopping doomed runs: ``StabstatCallback(..., stop_doomed=RULE)`` (a rule printed by ``stabstat
+early``, or ``"default"``; :mod:`schemas.stop_rule`) checks the run at the first logging step at
+or after the rule's check step and, when the rule holds, sets ``control.should_training_stop``:
+the run ends ``stopped`` with the step, the reason and the rule in ``run.json``. Give ``task=``
+with ``majority`` and ``num_labels`` for the features that need the class balance.
+
 Not recorded: an evaluation run before ``train()``. If training raises, the run stays ``running`` and reads as
 ``interrupted`` once its heartbeat is stale.
 """
@@ -147,6 +153,10 @@ class StabstatCallback(TrainerCallback):
     write_predictions
         Write per-example predictions at each evaluation; needs ``compute_metrics=``
         :meth:`wrap_compute_metrics` (see the module docstring).
+    stop_doomed
+        An early-stopping rule (:mod:`schemas.stop_rule`, e.g. printed by ``stabstat early``, or
+        ``"default"``): a run it judges doomed stops (``control.should_training_stop``) and ends
+        ``stopped``.
     """
 
     def __init__(
@@ -166,6 +176,7 @@ class StabstatCallback(TrainerCallback):
         probe_max_texts: int | None = None,
         probe_seed: int = 0,
         write_predictions: bool = False,
+        stop_doomed: str | None = None,
     ) -> None:
         from runner.probe import DEFAULT_MAX_TEXTS, PROBES, read_probe_file
         from stabstat.errors import ConfigError
@@ -198,6 +209,15 @@ class StabstatCallback(TrainerCallback):
         self.write_predictions = bool(write_predictions)
         self._eval_pred: tuple[Any, Any, Any] | None = None  # (labels, predictions, probability)
         self._warned_no_predictions = False
+        self.stop_rule: Any = None
+        if stop_doomed:
+            from schemas.stop_rule import parse
+
+            try:
+                self.stop_rule = parse(stop_doomed)
+            except ValueError as exc:
+                raise ConfigError(f"StabstatCallback(stop_doomed=...): {exc}") from None
+        self._watch: Any = None
 
     def wrap_compute_metrics(self, fn: Any = None) -> Any:
         """A ``compute_metrics`` for the Trainer that keeps the evaluation's predictions for
@@ -218,6 +238,17 @@ class StabstatCallback(TrainerCallback):
             self.logger.log_step(p["step"], loss=p.get("loss"), lr=p.get("lr"), grad_norm=p["grad_norm"],
                                  epoch=p.get("epoch"), wall_time=p.get("wall_time"))
             self.logger.log_layer_grads(p["step"], p["layers"], p["depths"], p["norms"])
+            if self._watch is not None:
+                self._watch.step(p["step"], p.get("loss"), p["norms"])
+
+    def _judge(self, step: int, control: Any) -> None:
+        """--stop-doomed: at the first logged step >= the rule's check step, stop a doomed run."""
+        if self._watch is None or self.logger is None or self.logger.finished:
+            return
+        reason = self._watch.verdict(step)
+        if reason is not None:
+            self.logger.mark_stopped(step, self._watch.total_steps, reason, self._watch.rule.text())
+            control.should_training_stop = True
 
     # -- events --------------------------------------------------------------------------------
 
@@ -242,6 +273,10 @@ class StabstatCallback(TrainerCallback):
                                 environment={"runner": "runner.hf_callback.StabstatCallback"})
         self.run_id = run_id
         self._grads = LayerGradNorms(model)
+        if self.stop_rule is not None and int(getattr(state, "max_steps", 0) or 0) > 0:
+            from runner.stop_doomed import DoomWatch
+
+            self._watch = DoomWatch(self.stop_rule, self.task or {}, int(state.max_steps))
         if takes_over:
             self._clip = float(args.max_grad_norm)
             args.max_grad_norm = 0.0  # restored in on_train_end
@@ -276,6 +311,7 @@ class StabstatCallback(TrainerCallback):
             if not math.isfinite(self._pending["loss"]):
                 control.should_training_stop = True  # the run is diverged; the log marks it
             self._flush_pending()
+            self._judge(int(state.global_step), control)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any] | None = None,
                     **kwargs: Any) -> None:
@@ -289,6 +325,8 @@ class StabstatCallback(TrainerCallback):
                 continue
             values[name] = float(v)
         self.logger.log_eval(int(state.global_step), self.split, values)
+        if self._watch is not None:
+            self._watch.evaluated(int(state.global_step), {k: v for k, v in values.items() if v is not None})
         if self.write_predictions:
             self._log_predictions(int(state.global_step))
 
@@ -315,9 +353,9 @@ class StabstatCallback(TrainerCallback):
         if self.logger is None or self.logger.finished:
             return
         self._flush_pending()
-        if self.probe and not self.logger.diverged:
+        if self.probe and not self.logger.diverged and not self.logger.stopped:
             self._run_probe(state, kwargs.get("model"), kwargs.get("processing_class") or kwargs.get("tokenizer"))
-        self.logger.finish("diverged" if self.logger.diverged else "completed")
+        self.logger.finish("diverged" if self.logger.diverged else "stopped" if self.logger.stopped else "completed")
 
     def _run_probe(self, state: Any, model: Any, tokenizer: Any) -> None:
         """The probes of :mod:`runner.probe` on the trained model, logged at the last step."""

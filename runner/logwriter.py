@@ -185,6 +185,8 @@ class RunLogger:
         self.flush_every_s = float(flush_every_s)
         self.stale_after_s = float(stale_after_s)
         self.diverged = False
+        #: Set by :meth:`mark_stopped`: the run ends ``stopped`` with this record in run.json.
+        self.stopped: dict[str, Any] | None = None
 
         cfg = _json_copy(config, "config")
         self._run_json: dict[str, Any] = {
@@ -271,7 +273,7 @@ class RunLogger:
         try:
             if not self._finished:
                 if exc is None:
-                    self.finish("diverged" if self.diverged else "completed")
+                    self.finish("diverged" if self.diverged else "stopped" if self.stopped else "completed")
                 elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     what = "SIGTERM" if isinstance(exc, Terminated) else type(exc).__name__
                     self.finish("interrupted", error=f"interrupted by {what}")
@@ -459,14 +461,25 @@ class RunLogger:
         self._last_flush = time.monotonic()
         self._write_run_json()
 
+    def mark_stopped(self, step: int, total_steps: int, reason: str, rule: str) -> None:
+        """Record that the run's early-stopping rule judged it doomed at optimiser ``step`` of
+        ``total_steps``: the caller stops training and the run finishes ``stopped`` with
+        ``run.json["stopped"] = {step, total_steps, reason, rule}``."""
+        self._check_open()
+        self.stopped = {"step": int(step), "total_steps": int(total_steps), "reason": str(reason),
+                        "rule": str(rule)}
+
     def finish(self, status: str = "completed", error: str | None = None) -> None:
         """Flush, compact the parts into one ``<table>.parquet`` per table, and write the final
-        ``run.json`` with ``status`` (completed, failed, diverged or interrupted)."""
+        ``run.json`` with ``status`` (completed, failed, diverged, interrupted or stopped: the
+        last one needs :meth:`mark_stopped` first)."""
         self._check_open()
         if status not in self._schema.final_statuses:
             raise ValueError(
                 f"RunLogger.finish: status must be one of {', '.join(self._schema.final_statuses)}, got {status!r}"
             )
+        if status == "stopped" and self.stopped is None:
+            raise ValueError("RunLogger.finish: status 'stopped' needs mark_stopped(step, total_steps, reason, rule) first")
         try:
             with self._signals_deferred():
                 self._flush()
@@ -483,6 +496,8 @@ class RunLogger:
                     error=None if error is None else str(error)[:_MAX_ERROR_CHARS],
                     tables=counts,
                 )
+                if status == "stopped":
+                    self._run_json["stopped"] = self.stopped
                 self._write_run_json()
                 self._finished = True
         finally:

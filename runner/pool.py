@@ -271,11 +271,42 @@ def run_local(todo: Sequence[Any], out: Path | str, data_dir: str | None, thread
     return run_pool(todo, out, data_dir, threads, device, jobs, progress)
 
 
-def finish_sweep(statuses: dict[str, str]) -> None:
-    """Print the sweep's status counts; exit 1 when a run failed or was interrupted (every launcher)."""
+def compute_saved(statuses: dict[str, str], out: Path | str) -> tuple[int, int, int] | None:
+    """For the ``stopped`` runs of ``statuses`` (``--stop-doomed``) under a local ``out``:
+    ``(stopped runs, optimiser steps not trained, steps planned over the runs of statuses that
+    wrote a run.json)``; None when no run was stopped or ``out`` is a URL."""
+    if not any(s == "stopped" for s in statuses.values()) or not isinstance(out, Path | str) \
+            or "://" in str(out):
+        return None
+    n_stopped = saved = planned = 0
+    for run_id in statuses:
+        try:
+            rj = json.loads((Path(out) / run_id / "run.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        rec = rj.get("stopped") if rj.get("status") == "stopped" else None
+        cfg = rj.get("config") or {}
+        # steps planned: the stopped record's, else max_steps, else the steps a finished run logged
+        total = (int(rec["total_steps"]) if isinstance(rec, dict)
+                 else int(cfg.get("max_steps") or (rj.get("tables") or {}).get("steps") or 0))
+        if isinstance(rec, dict):
+            n_stopped += 1
+            saved += total - int(rec["step"])
+        planned += total
+    return n_stopped, saved, planned
+
+
+def finish_sweep(statuses: dict[str, str], out: Path | str | None = None) -> None:
+    """Print the sweep's status counts (and, with ``out``, the compute ``--stop-doomed`` saved);
+    exit 1 when a run failed or was interrupted (every launcher)."""
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s] = counts.get(s, 0) + 1
     click.echo("done: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    saved = compute_saved(statuses, out) if out is not None else None
+    if saved is not None and saved[2] > 0:
+        n, steps, planned = saved
+        click.echo(f"--stop-doomed: {n} run(s) stopped early; {steps} of {planned} planned optimiser steps "
+                   f"not trained ({100 * steps / planned:.1f}% of the sweep's compute saved)")
     if counts.get("failed") or counts.get("interrupted"):
         sys.exit(1)

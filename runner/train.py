@@ -1,7 +1,7 @@
 """Train one planned run and write its run directory.
 
 :func:`run_planned` is the one function a launcher (local process pool, Slurm, Ray) calls per
-run. It is idempotent: a run already ``completed`` or ``diverged`` (:data:`schemas.DONE_STATUSES`)
+run. It is idempotent: a run already ``completed``, ``diverged`` or ``stopped`` (:data:`schemas.DONE_STATUSES`)
 in ``out_dir`` is left alone; anything else there (a killed, interrupted or failed attempt) is
 deleted and the run starts from scratch, so a run directory always holds exactly one attempt.
 ``out_dir`` may be a local folder or an object-store URL: where and how the attempt is written
@@ -31,6 +31,8 @@ The training loop (plain PyTorch, no Trainer):
   task metric plus the dev loss, and per-example predictions.
 * A non-finite training loss is logged, no update is made, the model is evaluated once more and
   the run ends with status ``diverged``.
+* With ``stop_doomed`` (``stabstat-run --stop-doomed``): at the rule's check step a run the rule
+  judges doomed is evaluated once more and ends ``stopped`` (:mod:`runner.stop_doomed`).
 * With ``probe = ["forgetting"]``, after the last evaluation of a run that did not diverge: the
   forgetting probe (:mod:`runner.probe`), logged as evaluations of split ``probe.k<k>``.
 """
@@ -144,7 +146,7 @@ def _device(device: str | None) -> Any:
 
 
 def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, device: Any,
-           on_step: StepCallback | None) -> None:
+           on_step: StepCallback | None, stop_doomed: str | None = None) -> None:
     import torch
 
     from runner.gradnorms import LayerGradNorms
@@ -192,10 +194,18 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
     peak_lr = float(config["lr"])
     log_predictions = bool(config.get("log_predictions", True))
     example_ids = np.arange(len(dev), dtype=np.int64)
+    watch = None
+    if stop_doomed:  # --stop-doomed (runner.stop_doomed): judged once, at the rule's check step
+        from runner.stop_doomed import DoomWatch
+        from schemas.stop_rule import parse
+
+        watch = DoomWatch(parse(stop_doomed), data.info(), total)
 
     def evaluate(step: int) -> None:
         values, preds, prob = _evaluate(model, dev, data.metrics, device)
         logger.log_eval(step, "dev", values)
+        if watch is not None:
+            watch.evaluated(step, values)
         if log_predictions:
             logger.log_predictions(step, "dev", example_ids, dev.labels.numpy(), preds, prob)
 
@@ -233,9 +243,15 @@ def _train(config: Mapping[str, Any], logger: Any, *, data_dir: str | None, devi
         if step % eval_every == 0 or step == total:
             evaluate(step)
             last_eval = step
-    if step != last_eval:  # diverged: one more evaluation, so the run has a final dev score
+        if watch is not None:
+            watch.step(step, loss_value, norms)
+            reason = watch.verdict(step)
+            if reason is not None:  # doomed: stop here; run.json records step, reason and rule
+                logger.mark_stopped(step, total, reason, watch.rule.text())
+                break
+    if step != last_eval:  # diverged or stopped: one more evaluation, so the run has a final dev score
         evaluate(step)
-    if config.get("probe") and not logger.diverged:  # opt-in, after the last evaluation (runner.probe)
+    if config.get("probe") and not logger.diverged and not logger.stopped:  # opt-in, after the last evaluation (runner.probe)
         from runner.probe import DEFAULT_MAX_TEXTS, probe_texts_of, run_probes
 
         opt.state.clear()  # Adam's moments (two model copies) are done: the probe's one copy fits there
@@ -255,6 +271,7 @@ def train_run(
     on_step: StepCallback | None = None,
     flush_every_s: float = 30.0,
     logger_cls: Callable[..., Any] | None = None,
+    stop_doomed: str | None = None,
 ) -> str:
     """Train ``config`` into ``out_dir/run_id`` (which must not exist); return the final status.
 
@@ -263,7 +280,8 @@ def train_run(
 
     An exception inside training is recorded (status ``failed`` with the message) and not
     re-raised, so a sweep goes on; KeyboardInterrupt and SIGTERM mark the run ``interrupted`` and
-    propagate.
+    propagate. ``stop_doomed``: a :mod:`schemas.stop_rule` rule; a run it judges doomed at its
+    check step ends ``stopped`` (:mod:`runner.stop_doomed`).
     """
     import datasets  # noqa: F401  (imported before the logger so that it records the versions)
     import torch
@@ -281,7 +299,7 @@ def train_run(
                                        flush_every_s=flush_every_s)
     try:
         with logger, torch.random.fork_rng(devices=[] if dev.type == "cpu" else None):
-            _train(config, logger, data_dir=data_dir, device=dev, on_step=on_step)
+            _train(config, logger, data_dir=data_dir, device=dev, on_step=on_step, stop_doomed=stop_doomed)
     except Exception:  # recorded by the logger as "failed"
         pass
     return logger.status
@@ -295,6 +313,7 @@ def run_planned(
     threads: int | None = None,
     device: str | None = None,
     on_step: StepCallback | None = None,
+    stop_doomed: str | None = None,
 ) -> str:
     """Run one planned run unless it is already done; return its final status.
 
@@ -303,6 +322,9 @@ def run_planned(
     did not complete (killed, interrupted, failed) is deleted first. For ``out_dir`` =
     ``s3://bucket/prefix`` the run trains in a local staging folder mirrored file by file to
     ``<out_dir>/<run_id>/``; it ends ``failed`` if the last upload did not go through.
+    ``stop_doomed`` (default ``$STABSTAT_STOP_DOOMED``, set by ``stabstat-run --stop-doomed``
+    so pool workers and launchers inherit it): the early-stopping rule; a ``stopped`` run is
+    done (:data:`schemas.DONE_STATUSES`), so a resumed sweep does not restart it.
     """
     dirs = RunDirs.for_out(out_dir)
     status = dirs.status(planned.run_id)
@@ -313,6 +335,9 @@ def run_planned(
 
         torch.set_num_threads(max(1, int(threads)))
     with dirs.attempt(planned.run_id) as attempt:
+        if stop_doomed is None:
+            stop_doomed = os.environ.get("STABSTAT_STOP_DOOMED") or None
         status = train_run(planned.config, attempt.out_dir, run_id=planned.run_id, data_dir=data_dir,
-                           device=device, on_step=on_step, logger_cls=attempt.logger_factory)
+                           device=device, on_step=on_step, logger_cls=attempt.logger_factory,
+                           stop_doomed=stop_doomed)
     return attempt.result(status)

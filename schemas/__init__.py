@@ -38,10 +38,12 @@ CURRENT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
 #: Final statuses of a run that need not be run again: its logs are the result (a diverged run
-#: is data, not a crash). The other final statuses (failed, interrupted) are redone on resume.
-#: A subset of ``load().final_statuses`` (``tests/test_schema.py`` checks it); kept here rather
-#: than in ``run_log_v1.json`` because it is a rule for writers that resume, not a file format.
-DONE_STATUSES: tuple[str, ...] = ("completed", "diverged")
+#: is data, not a crash; a run ``stopped`` by its early-stopping rule was judged doomed, and
+#: redoing it would only spend the compute the rule saved). The other final statuses (failed,
+#: interrupted) are redone on resume. A subset of ``load().final_statuses``
+#: (``tests/test_schema.py`` checks it); kept here rather than in ``run_log_v1.json`` because it
+#: is a rule for writers that resume, not a file format.
+DONE_STATUSES: tuple[str, ...] = ("completed", "diverged", "stopped")
 
 #: Contract type name -> pyarrow type factory name.
 _ARROW_TYPES = {

@@ -128,6 +128,9 @@ def check_run_json(data: Any) -> list[tuple[str | None, str]]:
     status = data.get("status")
     if isinstance(status, str) and status not in contract.statuses:
         problems.append(("status", f"unknown status {status!r}; expected one of {', '.join(contract.statuses)}"))
+    if status == "stopped" and not isinstance(data.get("stopped"), dict):
+        problems.append(("stopped", "a run with status 'stopped' needs a 'stopped' object (step, total_steps, reason, "
+                                    "rule); write it with RunLogger.mark_stopped"))
     return problems
 
 

@@ -40,7 +40,8 @@ def test_contract_loads_and_maps_to_arrow() -> None:
 
 def test_done_statuses_are_final_statuses_of_the_contract() -> None:
     # "need not be run again" (resume) is a subset of the contract's final statuses
-    assert schemas.DONE_STATUSES == ("completed", "diverged")
+    # issue 14: a run stopped by --stop-doomed is done too (resume must not restart it)
+    assert schemas.DONE_STATUSES == ("completed", "diverged", "stopped")
     assert set(schemas.DONE_STATUSES) < set(schemas.load().final_statuses)
 
 

@@ -37,7 +37,9 @@ __all__ = [
 
 #: Run statuses left out unless ``Selection.include_incomplete``: a run still running or
 #: interrupted was not trained to the end, and ``failed`` (an exception) is usually the
-#: infrastructure, not the recipe. Diverged runs stay in (and count as failed).
+#: infrastructure, not the recipe. Diverged runs stay in (and count as failed), and so do runs
+#: ``stopped`` early by ``stabstat-run --stop-doomed``: their rule judged them doomed, and leaving
+#: them out would hide exactly the failures the rule predicted (the warnings say so).
 STATUSES_EXCLUDED = ("running", "interrupted", "failed")
 #: "At or below the baseline" allows this much rounding difference.
 BASELINE_TOLERANCE = 1e-9
@@ -406,11 +408,16 @@ def _apply_failure_rule(frame: pl.DataFrame, sel: Selection, higher: bool, metri
     frame = frame.with_columns(baseline=base.cast(pl.Float64))
     failed = (
         pl.when(pl.col("diverged").fill_null(False)).then(True)
+        .when(pl.col("status") == "stopped").then(True)  # stopped early as doomed (--stop-doomed)
         .when(value.is_null()).then(True)
         .when(pl.col("baseline").is_null()).then(None)
         .otherwise(bad)
     )
     frame = frame.with_columns(failed=failed.cast(pl.Boolean))
+    n_stopped = int((frame["status"] == "stopped").sum())
+    if n_stopped:
+        warnings.append(f"{n_stopped} run(s) stopped early by their --stop-doomed rule (status stopped): "
+                        "counted as failed; leave them out with --where \"status <> 'stopped'\"")
     unknown = int(frame["failed"].is_null().sum())
     if unknown:
         warnings.append(f"{unknown} run(s) have no stored majority baseline for {metric}: failure unknown; "
