@@ -18,7 +18,14 @@ from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
 from stabstat import stats as S
-from stabstat.analysis.levels import group_rate, levels, metric_values, pair_by_seed, subset
+from stabstat.analysis.levels import (
+    LevelArrays,
+    level_arrays,
+    levels,
+    metric_values,
+    pair_arrays,
+    subset,
+)
 from stabstat.analysis.results import (
     AnalysisResult,
     BrownForsythe,
@@ -47,8 +54,8 @@ __all__ = ["GROUP_STATISTICS", "compare", "compare_frame"]
 #: Statistics reported per group by ``compare``.
 GROUP_STATISTICS = ("mean", "std", "median", "iqm", "max")
 
-#: A level of the compared factor and its runs.
-_Level = tuple[Any, "pl.DataFrame"]
+#: A level of the compared factor and its runs' arrays (taken from the frame once per level).
+_Level = tuple[Any, LevelArrays]
 
 
 def compare(store: Store, by: str, *, selection: Selection | None = None, settings: Settings | None = None,
@@ -94,7 +101,7 @@ def compare_frame(runset: RunSet, *, settings: Settings | None = None, paired: b
     (by,) = runset.by
     frame = runset.frame
     warnings = list(runset.warnings)
-    per_level: list[_Level] = [(lv, subset(frame, by, lv)) for lv in levels(frame, by)]
+    per_level: list[_Level] = [(lv, level_arrays(subset(frame, by, lv))) for lv in levels(frame, by)]
     groups: list[CompareGroup] = []
     for gi, (lv, f) in enumerate(per_level):
         group, notes = _group(by, lv, f, gi, cfg, stratify)
@@ -114,21 +121,21 @@ def compare_frame(runset: RunSet, *, settings: Settings | None = None, paired: b
                           warnings)
 
 
-def _group(by: str, lv: Any, f: pl.DataFrame, gi: int, cfg: Settings, stratify: str | None
+def _group(by: str, lv: Any, f: LevelArrays, gi: int, cfg: Settings, stratify: str | None
            ) -> tuple[CompareGroup, list[str]]:
     """One level's row and the notes of its mean's bootstrap (in their order: the result's
     warnings quote the first; the row lists them sorted). ``gi``, the level's index, salts
     its generators."""
-    vals = metric_values(f)
+    vals = f.values
     boot = S.bootstrap_statistics(vals, GROUP_STATISTICS, method=cfg.ci_method, resamples=cfg.resamples,
                                   confidence=cfg.confidence, rng=cfg.rng(1, gi))
     notes = list(boot["mean"].warnings)
-    ok = metric_values(f, successful_only=True)
+    ok = f.successful
     group = CompareGroup(
-        key={by: lv}, n_runs=f.height, n_valid=int(vals.size), failures=FailureCount.of(group_rate(f, cfg.confidence)),
+        key={by: lv}, n_runs=f.frame.height, n_valid=int(vals.size), failures=FailureCount.of(f.rate(cfg.confidence)),
         mean=Interval.of(boot["mean"]), std=Interval.of(boot["std"]), median=Interval.of(boot["median"]),
         iqm=Interval.of(boot["iqm"]), max=Interval.of(boot["max"]),
-        stratified=_stratified(f, gi, cfg, stratify) if stratify is not None else None,
+        stratified=_stratified(f.frame, gi, cfg, stratify) if stratify is not None else None,
         mean_successful=float(ok.mean()) if ok.size else math.nan,
         std_successful=float(ok.std(ddof=1)) if ok.size > 1 else math.nan,
         warnings=tuple(sorted(set(notes))),
@@ -161,7 +168,7 @@ def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
     other: list[Row] = []
     notes: list[str] = []
     for (i, (la, fa)), (j, (lb, fb)) in combinations(enumerate(per_level), 2):
-        a, b, is_paired = pair_by_seed(fa, fb, paired)
+        a, b, is_paired = pair_arrays(fa, fb, paired)
         if a.size == 0 or b.size == 0:
             continue
         # One set of draws per pair serves the mean difference, the SD ratio (all runs) and
@@ -179,14 +186,13 @@ def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
         poi = S.probability_of_improvement(a, b, method=cfg.ci_method, resamples=cfg.resamples,
                                            confidence=cfg.confidence, rng=cfg.seed, _counts=unpaired_counts)
         other.append(ProbabilityOfImprovement(la, lb, Interval.of(poi), poi.method))
-        ra, rb = group_rate(fa, cfg.confidence), group_rate(fb, cfg.confidence)
+        ra, rb = fa.rate(cfg.confidence), fb.rate(cfg.confidence)
         if ra.n and rb.n:
             nd = S.newcombe_diff(ra.k, ra.n, rb.k, rb.n, confidence=cfg.confidence)
             rate_tests.append(FailureRateDifference(la, lb, Interval(nd.estimate, nd.ci_low, nd.ci_high),
                                                     ra.n, rb.n, nd.p_value))
         for k, (runs_label, xa, xb) in enumerate((("all", a, b),
-                                                  ("successful", metric_values(fa, successful_only=True),
-                                                   metric_values(fb, successful_only=True)))):
+                                                  ("successful", fa.successful, fb.successful))):
             if xa.size >= 2 and xb.size >= 2:
                 sr = S.bootstrap_diff(xa, xb, statistic="std", op="ratio", method=cfg.ci_method,
                                       resamples=cfg.resamples, confidence=cfg.confidence, rng=cfg.rng(5, i, j, k),
@@ -202,7 +208,7 @@ def _spread_tests(per_level: Sequence[_Level]) -> list[BrownForsythe]:
     """Brown-Forsythe over the levels with >= 2 values, of all runs and of successful runs."""
     out = []
     for runs_label, succ in (("all", False), ("successful", True)):
-        arrays = [metric_values(f, successful_only=succ) for _, f in per_level]
+        arrays = [f.successful if succ else f.values for _, f in per_level]
         if sum(x.size >= 2 for x in arrays) >= 2:
             bf = S.brown_forsythe(*arrays)
             out.append(BrownForsythe(runs_label, bf.statistic, bf.p_value, bf.df, bf.n, tuple(bf.warnings)))

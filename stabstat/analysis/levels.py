@@ -7,6 +7,7 @@ aligned by seed, used by ``compare`` and by ``stabstat check``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from stabstat.errors import SelectionError
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["group_rate", "levels", "metric_values", "pair_by_seed", "subset"]
+__all__ = ["LevelArrays", "group_rate", "level_arrays", "levels", "metric_values", "pair_arrays", "pair_by_seed",
+           "subset"]
 
 
 def levels(frame: pl.DataFrame, col: str) -> list[Any]:
@@ -54,24 +56,63 @@ def group_rate(frame: pl.DataFrame, confidence: float) -> S.RateResult:
     return S.rate_interval(int(known.sum()), int(known.len()), confidence=confidence)
 
 
+@dataclass(frozen=True)
+class LevelArrays:
+    """One group's runs as numpy arrays, taken from its frame once (``compare`` reuses them
+    for every pair the group is in instead of filtering the frame again per pair).
+
+    values: ``(n,)`` float64, :func:`metric_values` of the frame; successful: the same for
+    the runs known not to have failed; finite: the finite ``value`` column in frame order
+    (``(m,)``, what :func:`pair_arrays` returns unpaired); by_seed: those values ordered by
+    seed and seeds their sorted seeds, or None when the group cannot be paired (no ``seed``
+    column, a null seed, a repeated seed); failed/known: failed runs / runs with a known status.
+    """
+
+    frame: pl.DataFrame
+    values: np.ndarray
+    successful: np.ndarray
+    finite: np.ndarray
+    by_seed: np.ndarray | None
+    seeds: list[Any] | None
+    has_seed: bool
+    failed: int
+    known: int
+
+    def rate(self, confidence: float) -> S.RateResult:
+        """The failure rate with its interval (as :func:`group_rate` of the frame)."""
+        return S.rate_interval(self.failed, self.known, confidence=confidence)
+
+
+def level_arrays(frame: pl.DataFrame) -> LevelArrays:
+    """The :class:`LevelArrays` of one group's rows."""
+    import polars as pl
+
+    ok = frame.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
+    by_seed: np.ndarray | None = None
+    seeds: list[Any] | None = None
+    has_seed = "seed" in ok.columns
+    if has_seed and ok["seed"].null_count() == 0 and ok["seed"].n_unique() == ok.height:
+        ordered = ok.sort("seed")
+        by_seed, seeds = ordered["value"].to_numpy(), ordered["seed"].to_list()
+    known = frame["failed"].drop_nulls()
+    return LevelArrays(frame, metric_values(frame), metric_values(frame, successful_only=True), ok["value"].to_numpy(),
+                       by_seed, seeds, has_seed, int(known.sum()), int(known.len()))
+
+
+def pair_arrays(a: LevelArrays, b: LevelArrays, paired: bool | str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """:func:`pair_by_seed` on two groups' :class:`LevelArrays` (no frame work per pair)."""
+    want = paired is True or (paired == "auto" and a.has_seed)
+    if (want and a.has_seed and a.seeds is not None and b.seeds is not None and len(a.seeds) >= 2
+            and set(a.seeds) == set(b.seeds)):
+        return a.by_seed, b.by_seed, True  # type: ignore[return-value]
+    if paired is True:
+        raise SelectionError("--paired needs both groups to have the same seeds, one run per seed")
+    return a.finite, b.finite, False
+
+
 def pair_by_seed(fa: pl.DataFrame, fb: pl.DataFrame, paired: bool | str) -> tuple[np.ndarray, np.ndarray, bool]:
     """The finite values of two groups and whether they are paired: aligned by ``seed``
     when pairing applies (``paired`` ``"auto"``: both have exactly the same seeds, once
     each, at least 2; ``True``: required, else SelectionError; ``False``: never).
     """
-    import polars as pl
-
-    def ok(f: pl.DataFrame) -> pl.DataFrame:
-        return f.filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
-
-    a, b = ok(fa), ok(fb)
-    want = paired is True or (paired == "auto" and "seed" in a.columns)
-    if want and "seed" in a.columns:
-        sa, sb = a["seed"], b["seed"]
-        if (sa.null_count() == 0 and sb.null_count() == 0 and sa.n_unique() == a.height
-                and sb.n_unique() == b.height and set(sa.to_list()) == set(sb.to_list()) and a.height >= 2):
-            a, b = a.sort("seed"), b.sort("seed")
-            return a["value"].to_numpy(), b["value"].to_numpy(), True
-    if paired is True:
-        raise SelectionError("--paired needs both groups to have the same seeds, one run per seed")
-    return a["value"].to_numpy(), b["value"].to_numpy(), False
+    return pair_arrays(level_arrays(fa), level_arrays(fb), paired)

@@ -265,13 +265,24 @@ def probability_of_improvement(
     if na == 0 or nb == 0:
         return _result(math.nan, math.nan, math.nan, "probability of improvement", method,
                        resamples, seed, confidence, (na, nb), notes)
-    # kernel[i, j] = 1 if a_i > b_j, 1/2 if equal: the statistic is c_a @ K @ c_b / (n_a n_b).
-    kernel = (xa[:, None] > xb[None, :]) + 0.5 * (xa[:, None] == xb[None, :])
-    est = float(kernel.mean())
+    # The statistic is c_a @ K @ c_b / (t_a t_b) with K[i, j] = 1 if a_i > b_j, 1/2 if equal.
+    # With a sorted, column j of c_a @ K is a difference of prefix sums of c_a at the two
+    # insertion points of b_j: O((n_a + n_b) R) integer work instead of O(n_a n_b R), and
+    # exact (twice the sum is an integer), so the numbers equal the pairwise kernel's.
+    below = np.searchsorted(xa, xb, side="left")  # (n_b,) values of a < b_j
+    upto = np.searchsorted(xa, xb, side="right")  # (n_b,) values of a <= b_j
 
     def stat(ca: NDArray[Any], cb: NDArray[Any], ta: int, tb: int) -> FloatArray:
-        # ca: (n_a, R), cb: (n_b, R) counts -> (R,)
-        return np.einsum("jr,jr->r", kernel.T @ ca.astype(np.float64), cb) / (ta * tb)
+        # ca: (n_a, R), cb: (n_b, R) counts summing to ta, tb per column -> (R,).
+        # int32 while every product fits (2 ta tb < 2**31): half the memory traffic of int64.
+        wide = np.int32 if 2 * ta * tb < 2**31 else np.int64
+        cum = np.zeros((ca.shape[0] + 1, ca.shape[1]), dtype=wide)
+        np.cumsum(ca, axis=0, out=cum[1:])
+        # 2 * (#a > b_j) + (#a = b_j) per resample: (n_b, R)
+        twice = 2 * cum[-1] - cum[upto] - cum[below]
+        return (twice * cb.astype(wide, copy=False)).sum(axis=0, dtype=np.int64) / 2.0 / (ta * tb)
+
+    est = float(stat(np.ones((na, 1), dtype=np.int64), np.ones((nb, 1), dtype=np.int64), na, nb)[0])
 
     ca, cb = _counts if _counts is not None else (_draw_counts(gen, resamples, na), _draw_counts(gen, resamples, nb))
     theta_b = stat(ca, cb, na, nb)[None, :]
