@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-AREAS = ["gradnorms", "ingest", "stats", "cli", "report", "sources", "trackers", "planning", "probe", "examples", "sequential"]
+AREAS = ["gradnorms", "ingest", "stats", "cli", "report", "sources", "trackers", "planning", "probe", "early", "examples", "sequential"]
 
 
 def _machine() -> str:

@@ -48,6 +48,7 @@ from stabstat.charts._base import (
     AnyChart,
     inline_data,
 )
+from stabstat.charts.early import early_curves
 from stabstat.charts.examples import uncertainty_sources
 from stabstat.charts.export import save, spec
 from stabstat.charts.failure import failure_rate, failure_rate_vs
@@ -67,6 +68,7 @@ __all__ = [
     "SIGNIFICANT_DIGITS",
     "STATUS_DOMAIN",
     "STATUS_RANGE",
+    "early_curves",
     "expected_max_curves",
     "failure_rate",
     "failure_rate_vs",

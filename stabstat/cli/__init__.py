@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "variance": ("stabstat.cli.analysis_cmds:variance", "Dev metric against final training loss (generalisation)."),
     "gradients": ("stabstat.cli.analysis_cmds:gradients", "Per-layer gradient norms: the vanishing-gradient signature."),
     "forgetting": ("stabstat.cli.forgetting_cmd:forgetting", "Forgetting probe: MLM perplexity with the top layers reset."),
+    "early": ("stabstat.cli.early_cmd:early", "Predict failed runs from their first K steps; the --stop-doomed rule."),
     "check": ("stabstat.cli.analysis_cmds:check", "Evaluate declarative claims (TOML); exit 1 on FAIL."),
     "decompose": ("stabstat.cli.planning_cmds:decompose", "Variance components over seed factors (init, order, ...)."),
     "plan": ("stabstat.cli.planning_cmds:plan", "How many seeds: power against seeds from pilot runs."),

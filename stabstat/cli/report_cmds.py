@@ -37,6 +37,7 @@ CHART_KINDS = (
     "forgetting",
     "expected-max",
     "power-curve",
+    "early",
 )
 
 

@@ -428,6 +428,39 @@ def power_curve(ctx: ReportContext) -> Figure | None:
 
 #: Figure id -> builder, in page order. The ids are also the ``KIND`` of ``stabstat chart``
 #: (``stabstat.cli.report_cmds.CHART_KINDS`` repeats them so that ``--help`` stays cheap).
+def early(ctx: ReportContext) -> Figure | None:
+    """Early failure prediction (``stabstat early``): held-out precision, recall and compute
+    saved against the step K at which runs would be stopped. Drawn for ``stabstat chart early``
+    and on a page whose selection holds runs stopped by ``--stop-doomed`` (the evidence for
+    stopping); None when it cannot be computed (too few failed or successful runs)."""
+    from stabstat import charts
+    from stabstat.analysis import Settings
+    from stabstat.analysis.early import early as run_early
+    from stabstat.errors import SelectionError
+
+    if ctx.only is None and not (ctx.frame["status"] == "stopped").any():
+        return None
+    settings = Settings(resamples=min(ctx.settings.resamples, 2000), seed=ctx.settings.seed,
+                        confidence=ctx.settings.confidence)
+    try:
+        res = run_early(ctx.store, selection=ctx.selection, settings=settings)
+    except SelectionError as exc:
+        if ctx.only is not None:
+            ctx.notes.append(f"No early failure prediction: {exc}")
+        return None
+    chosen = ", ".join(f"{m}: K = {k}" if k is not None else f"{m}: none" for m, k in res.chosen.items())
+    return Figure(
+        "early", "Early failure prediction: stopping doomed runs at step K",
+        f"Predictors fitted on some runs and scored on held-out ones ({res.settings['folds']}) from the "
+        "first K steps (training loss against its start and the class-balance loss, the lowest layer's "
+        "gradient-norm ratio, the dev score against the majority baseline). Precision and recall of the "
+        "runs flagged as failing, and the share of all optimiser steps stopping them at K saves, with "
+        f"{ctx.confidence_pct}% percentile bootstrap bands over runs; dashed: the target precision "
+        f"{res.settings['target']:g}. Earliest K whose precision stays at the target: {chosen}.",
+        charts.early_curves(res.to_frame(), target=res.settings["target"]),
+    )
+
+
 BUILDERS: dict[str, FigureBuilder] = {
     "metric-by-config": metric_by_config,
     "failure-rate": failure_rate,
@@ -441,6 +474,7 @@ BUILDERS: dict[str, FigureBuilder] = {
     "forgetting": forgetting,
     "expected-max": expected_max,
     "power-curve": power_curve,
+    "early": early,
 }
 
 def claims_funnel(checked: CheckResult) -> Figure | None:
