@@ -541,4 +541,4 @@ def launch_cli(sweep_file: Any, planned: Sequence[PlannedRun], todo: Sequence[Pl
     statuses = lch.launch(todo, out, data_dir=data_dir, threads=threads, device=device, on_done=on_done)
     from runner.pool import finish_sweep
 
-    finish_sweep(statuses)
+    finish_sweep(statuses, out)  # with out: also the compute --stop-doomed saved
