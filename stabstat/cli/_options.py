@@ -156,3 +156,20 @@ def echo_frame(frame: Any, fmt: str) -> None:
             tbl_hide_dataframe_shape=True,
         ):
             click.echo(str(frame))
+
+
+def print_rows(title: str | None, rows: list[dict[str, str]]) -> None:
+    """A plain-text table of ``rows`` (cells already formatted): the columns of every row in
+    first-seen order, left-aligned, a dashed rule under the header, a blank line after;
+    nothing for no rows. ``title`` (if any) is printed above it."""
+    if not rows:
+        return
+    cols = list(dict.fromkeys(c for r in rows for c in r))
+    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
+    if title is not None:
+        click.echo(title)
+    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
+    click.echo("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        click.echo("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip())
+    click.echo()

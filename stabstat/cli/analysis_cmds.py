@@ -18,6 +18,7 @@ from stabstat.cli._options import (
     echo_json,
     format_option,
     open_store,
+    print_rows,
     selection_from,
     selection_options,
     settings_from,
@@ -36,19 +37,6 @@ if TYPE_CHECKING:
 def _interval(iv: Interval | None) -> str:
     """``estimate [low, high]``; ``-`` when there is none."""
     return CLI_MISSING if iv is None else ci_cli(iv.estimate, iv.ci_low, iv.ci_high)
-
-
-def _print_rows(title: str, rows: Sequence[dict[str, str]]) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
-    click.echo(title)
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    click.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        click.echo("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip())
-    click.echo()
 
 
 def _emit(result: AnalysisResult, fmt: str, table: Callable[[AnalysisResult], None]) -> None:
@@ -210,8 +198,8 @@ def compare(by: str, paired: bool | None, stratify: str | None, resample: str, t
                      "stratified iqm [CI]": _interval(g.stratified.iqm if g.stratified else None)}
                     if stratify else {})}
                 for g in cast("list[CompareGroup]", r.groups)]
-        _print_rows(f"{r.settings['metric']} by {f}", rows)
-        _print_rows("pairwise (a - b; sd ratio a / b)", _tests_table(r.tests))
+        print_rows(f"{r.settings['metric']} by {f}", rows)
+        print_rows("pairwise (a - b; sd ratio a / b)", _tests_table(r.tests))
         _example_tables(r)
 
     _emit(res, fmt, table)
@@ -220,17 +208,17 @@ def compare(by: str, paired: bool | None, stratify: str | None, resample: str, t
 def _example_tables(r: AnalysisResult) -> None:
     """The seeds x examples bootstrap and ASO tables of ``compare`` (when asked for)."""
     f = r.by[0]
-    _print_rows(f"seeds x examples bootstrap ({r.settings.get('example_resamples')} resamples, percentile CI; runs "
+    print_rows(f"seeds x examples bootstrap ({r.settings.get('example_resamples')} resamples, percentile CI; runs "
                 "and examples resampled jointly)", [
         {f: level_cli(g["level"]), "runs": str(g["runs"]), "examples": str(g["examples"]),
          "mean [CI]": ci_cli(g["estimate"], g["ci_low"], g["ci_high"]),
          "width seeds only": number_cli(g["width_seeds"]), "width examples only": number_cli(g["width_examples"]),
          "examples' share": number_cli(g["share_examples"])} for g in r.sections.get("examples", [])])
-    _print_rows("seeds x examples differences (a - b)", [
+    print_rows("seeds x examples differences (a - b)", [
         {"a": level_cli(d["a"]), "b": level_cli(d["b"]), "estimate [CI]": ci_cli(d["estimate"], d["ci_low"],
                                                                                    d["ci_high"]),
          "paired over": d["pairing"]} for d in r.sections.get("examples_pairs", [])])
-    _print_rows("almost stochastic order (eps_min < 0.5: a almost stochastically larger; strict: < 0.2)", [
+    print_rows("almost stochastic order (eps_min < 0.5: a almost stochastically larger; strict: < 0.2)", [
         {"a": level_cli(t["a"]), "b": level_cli(t["b"]), "eps_min": number_cli(t["eps_min"]),
          "violation ratio": number_cli(t["violation_ratio"]), "confidence": number_cli(t["confidence"]),
          f"p adj (eps >= 0.2, {t['correction']})": p_value_cli(t["p_adjusted"])} for t in r.sections.get("aso", [])])
@@ -280,16 +268,16 @@ def failure_rate(by: tuple[str, ...], transform: str, db: str, fmt: str, **kw: A
         rows = [{**{f: level_cli(v) for f, v in g.key.items()}, "runs": str(g.n_runs),
                  "failed": number_cli(g.failures.n_failed), "failure rate [CI]": _rate(g.failures),
                  "interval": str(g.failures.ci_method)} for g in cast("list[FailureRateGroup]", r.groups)]
-        _print_rows(f"failure rate by {' x '.join(r.by)}", rows)
+        print_rows(f"failure rate by {' x '.join(r.by)}", rows)
         pairs = [t for t in r.tests if isinstance(t, FailureRateDifference)]
-        _print_rows("pairwise differences (a - b)", _tests_table(pairs))
+        print_rows("pairwise differences (a - b)", _tests_table(pairs))
         trends = [{"factor": t.factor, "at": level_cli(dict(t.at)),
                    "odds ratio [CI]": ci_cli(t.fit.odds_ratio, t.fit.or_ci_low, t.fit.or_ci_high),
                    "per": t.per, "direction": t.direction or CLI_MISSING, "p": p_value_cli(t.p_value),
                    "p adj": p_value_cli(t.p_adjusted),
                    "note": "separation" if t.fit.separation else ""}
                   for t in r.tests if isinstance(t, LogisticTrend)]
-        _print_rows("logistic trend of failure", trends)
+        print_rows("logistic trend of failure", trends)
 
     _emit(res, fmt, table)
 
@@ -339,13 +327,13 @@ def variance(against: str, by: str | None, bins: int, db: str, fmt: str, **kw: A
                          "slope [CI]": _interval(fit.slope if fit else None),
                          "metric sd": number_cli(g.metric_sd),
                          "within-bin sd": number_cli(fit.within_bin_sd if fit else None)})
-        _print_rows(f"successful runs: {r.settings['metric']} against {against}", rows)
+        print_rows(f"successful runs: {r.settings['metric']} against {against}", rows)
         brows = [{**{k: level_cli(v) for k, v in b.key.items()}, "bin": str(b.bin), "runs": str(b.n_runs),
                   against: f"{number_cli(b.x_min)} .. {number_cli(b.x_max)}",
                   "mean": number_cli(b.metric_mean),
                   "range": f"{number_cli(b.metric_min)} .. {number_cli(b.metric_max)}",
                   "sd": number_cli(b.metric_sd)} for b in cast("list[VarianceBin]", r.sections["bins"])]
-        _print_rows(f"bins of nearly equal {against}", brows)
+        print_rows(f"bins of nearly equal {against}", brows)
 
     _emit(res, fmt, table)
 
@@ -402,8 +390,8 @@ def gradients(by: str | None, max_depth: int, steps: int | None, collapse_factor
         title = (f"lower layers (depth <= {r.settings['max_depth']})" if sources == {"layers"}
                  else "total gradient norm (no per-layer norms)" if sources == {"total"}
                  else f"lower layers (depth <= {r.settings['max_depth']}), total norm where no per-layer norms")
-        _print_rows(title, rows)
-        _print_rows("tests (a = failed, b = successful)", _tests_table(r.tests))
+        print_rows(title, rows)
+        print_rows("tests (a = failed, b = successful)", _tests_table(r.tests))
 
     _emit(res, fmt, table)
 

@@ -17,6 +17,7 @@ from stabstat.cli._options import (
     echo_json,
     format_option,
     open_store,
+    print_rows,
     selection_from,
     selection_options,
 )
@@ -58,13 +59,7 @@ def _print_table(res: EarlyResult) -> None:
              f"recall [{pct}]": ci_cli(r.recall.estimate, r.recall.ci_low, r.recall.ci_high),
              f"compute saved [{pct}]": ci_cli(r.saving.estimate, r.saving.ci_low, r.saving.ci_high)}
             for r in res.rows]
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in cols}
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    click.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        click.echo("  ".join(r[c].ljust(widths[c]) for c in cols).rstrip())
-    click.echo()
+    print_rows(None, rows)
 
 
 def _print_verdict(res: EarlyResult) -> None:

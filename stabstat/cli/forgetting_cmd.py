@@ -16,6 +16,7 @@ from stabstat.cli._options import (
     echo_json,
     format_option,
     open_store,
+    print_rows,
     selection_from,
     selection_options,
     settings_from,
@@ -26,19 +27,6 @@ if TYPE_CHECKING:
     from stabstat.analysis import AnalysisResult
 
 _CHART_FORMATS = ("png", "svg", "json")
-
-
-def _rows_table(title: str, rows: list[dict[str, str]]) -> None:
-    if not rows:
-        return
-    cols = list(dict.fromkeys(c for r in rows for c in r))
-    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
-    click.echo(title)
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    click.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        click.echo("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip())
-    click.echo()
 
 
 def _group_label(outcome: str, key: dict[str, Any]) -> str:
@@ -58,19 +46,19 @@ def _print_table(res: AnalysisResult) -> None:
     for p in cast("list[ForgettingPoint]", res.groups):
         cell = f"{ci_cli(p.value.estimate, p.value.ci_low, p.value.ci_high)} ({p.n_runs})"
         by_k.setdefault(p.k, {"k": str(p.k)})[_group_label(p.outcome, dict(p.key))] = cell
-    _rows_table(f"{s['statistic']} {s['probe_metric']} [CI] (runs), top k layers reset to pre-trained",
+    print_rows(f"{s['statistic']} {s['probe_metric']} [CI] (runs), top k layers reset to pre-trained",
                 [by_k[k] for k in sorted(by_k)])
     rec = [{"runs": _group_label(r.outcome, dict(r.key)), "n": str(r.n_runs), "layers": str(r.layers),
             "pre-trained (k = L)": number_cli(r.pretrained), "k = 0": number_cli(r.at_k0),
             f"recovered from k (within {s['within']:.0%})": CLI_MISSING if r.recovered_at is None
             else str(r.recovered_at)}
            for r in cast("list[ForgettingRecovery]", res.sections["recovery"])]
-    _rows_table("recovery", rec)
+    print_rows("recovery", rec)
     tests = [{**{k: level_cli(v) for k, v in t.key.items()}, "k": str(t.k),
               f"{s['statistic']} difference [CI]": ci_cli(t.diff.estimate, t.diff.ci_low, t.diff.ci_high),
               "n failed": str(t.n_a), "n successful": str(t.n_b)}
              for t in cast("list[ForgettingDifference]", res.tests)]
-    _rows_table("failed - successful", tests)
+    print_rows("failed - successful", tests)
 
 
 @click.command("forgetting")

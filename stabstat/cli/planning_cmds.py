@@ -7,7 +7,6 @@ expected_max). ``--format json`` prints the result's ``to_dict()`` (documented i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import click
@@ -18,6 +17,7 @@ from stabstat.cli._options import (
     echo_json,
     format_option,
     open_store,
+    print_rows,
     selection_from,
     selection_options,
     settings_from,
@@ -29,19 +29,6 @@ if TYPE_CHECKING:
 
 #: Simulated experiments per candidate n of ``plan`` unless --resamples is given.
 PLAN_RESAMPLES = 2000
-
-
-def _print_rows(title: str, rows: Sequence[dict[str, str]]) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in cols}
-    click.echo(title)
-    click.echo("  ".join(c.ljust(widths[c]) for c in cols).rstrip())
-    click.echo("  ".join("-" * widths[c] for c in cols))
-    for r in rows:
-        click.echo("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip())
-    click.echo()
 
 
 def _emit(result: AnalysisResult, fmt: str, table: Any, section: str | None = None) -> None:
@@ -113,13 +100,13 @@ def decompose(by: str | None, factors: tuple[str, ...], method: str, db: str, fm
                    "method": g.method or CLI_MISSING, "mean": number_cli(g.mean),
                    "total variance [CI]": ci_cli(g.total, g.total_ci_low, g.total_ci_high)}
                   for g in cast("list[DecomposeGroup]", r.groups)]
-        _print_rows(f"{r.settings['metric']}: total variance", groups)
+        print_rows(f"{r.settings['metric']}: total variance", groups)
         comps = [{**_key(c.key), "runs": c.runs, "component": c.component,
                   "levels": CLI_MISSING if c.n_levels is None else str(c.n_levels),
                   "variance [CI]": ci_cli(c.variance, c.ci_low, c.ci_high),
                   "share [CI]": ci_cli(c.share, c.share_ci_low, c.share_ci_high)}
                  for c in cast("list[ComponentRow]", r.sections["components"])]
-        _print_rows("components (share of the total variance)", comps)
+        print_rows("components (share of the total variance)", comps)
 
     _emit(res, fmt, table, "components")
 
@@ -203,7 +190,7 @@ def plan(by: str | None, delta: float | None, rate_diff: float | None, width: fl
                  "range (pilot SD CI)": CLI_MISSING if g.n_needed_low is None
                  else f"{g.n_needed_low} .. {g.n_needed_high}", "note": g.note}
                 for g in cast("list[PlanRow]", r.groups)]
-        _print_rows(f"seeds per configuration for power {r.settings['power']:g} at alpha {r.settings['alpha']:g}",
+        print_rows(f"seeds per configuration for power {r.settings['power']:g} at alpha {r.settings['alpha']:g}",
                     rows)
         points = [p for p in cast("list[PowerPoint]", r.sections["power"]) if p.target != "width"]
         pairs = list(dict.fromkeys((p.target, p.a, p.b) for p in points))
@@ -213,7 +200,7 @@ def plan(by: str | None, delta: float | None, rate_diff: float | None, width: fl
                                                       == (t, a, b, n)), None), 3)
                                      for t, a, b in pairs}}
                     for n in dict.fromkeys(p.n for p in points)]
-            _print_rows("power by seeds per configuration", grid)
+            print_rows("power by seeds per configuration", grid)
 
     _emit(res, fmt, table, "power")
 
@@ -260,9 +247,9 @@ def expected_max(by: str | None, estimator: str, budgets: tuple[float, ...], db:
         points = cast("list[ExpectedMaxPoint]", r.sections["curve"])
         rows = [{**_key(p.key), "k": str(p.k), "expected max [CI]": ci_cli(p.estimate, p.ci_low, p.ci_high)}
                 for p in points]
-        _print_rows(f"expected maximum of k runs ({r.settings['estimator']})", rows)
+        print_rows(f"expected maximum of k runs ({r.settings['estimator']})", rows)
         brows = [{**_key(b.key), "budget": number_cli(b.budget), "runs": str(b.k),
                   "expected max": number_cli(b.estimate)} for b in cast("list[BudgetPoint]", r.sections["budget"])]
-        _print_rows("within a budget (steps x batch size)", brows)
+        print_rows("within a budget (steps x batch size)", brows)
 
     _emit(res, fmt, table, "curve")
