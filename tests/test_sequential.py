@@ -397,3 +397,17 @@ def test_report_sequential_draws_each_claims_funnel(seq_db: Path, tmp_path: Path
     assert 'id="claims-funnel"' in out.read_text()
     r = CliRunner().invoke(cli, ["report", "--db", str(seq_db), "--sequential", "--out", str(out)])
     assert r.exit_code == 2 and "--sequential checks the claims of --claims FILE" in r.output
+
+
+def test_check_chart_with_an_unknown_suffix_fails_before_checking(seq_db: Path, tmp_path: Path) -> None:
+    """`check --sequential --chart f.pdf`: one line naming --chart and the formats, exit 2,
+    nothing written (the suffix is checked before the claims are evaluated)."""
+    from click.testing import CliRunner
+
+    from stabstat.cli import cli
+
+    out = tmp_path / "funnel.pdf"
+    r = CliRunner().invoke(cli, ["check", str(_claims(tmp_path)), "--sequential", "--db", str(seq_db),
+                                 "--chart", str(out)])
+    assert r.exit_code == 2 and f"--chart {out}: cannot tell the format from the suffix" in r.output
+    assert ".png, .svg, .json" in r.output and not out.exists()

@@ -173,3 +173,27 @@ def print_rows(title: str | None, rows: list[dict[str, str]]) -> None:
     for r in rows:
         click.echo("  ".join(r.get(c, "").ljust(widths[c]) for c in cols).rstrip())
     click.echo()
+
+
+#: Formats a ``--chart FILE`` can be written in (by its suffix).
+CHART_FORMATS = ("png", "svg", "json")
+
+
+def chart_format(path: str, option: str = "--chart") -> str:
+    """The export format of chart file ``path``, from its suffix; called before any work is
+    done, so a bad name fails at once.
+
+    Raises
+    ------
+    SelectionError
+        If the suffix is not one of :data:`CHART_FORMATS`.
+    """
+    from pathlib import Path
+
+    from stabstat.errors import SelectionError
+
+    fmt = Path(path).suffix.lstrip(".").lower()
+    if fmt not in CHART_FORMATS:
+        raise SelectionError(f"{option} {path}: cannot tell the format from the suffix; use one of "
+                             f"{', '.join('.' + f for f in CHART_FORMATS)}")
+    return fmt

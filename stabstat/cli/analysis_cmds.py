@@ -14,6 +14,7 @@ import click
 
 from stabstat._text import CLI_MISSING, ci_cli, level_cli, number_cli, p_value_cli
 from stabstat.cli._options import (
+    chart_format,
     db_option,
     echo_json,
     format_option,
@@ -457,6 +458,7 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
     load_claims(claims_file)  # a bad file is reported before the store is opened
     if chart_path is not None and not sequential:
         raise click.UsageError("--chart draws confidence sequences: add --sequential")
+    chart_fmt = chart_format(chart_path) if chart_path is not None else None
     # Command line > file > defaults, field by field (stabstat.claims.claims_settings).
     with open_store(db) as store:
         res = run_check(store, claims_file, alpha=alpha, sequential=sequential,
@@ -473,7 +475,7 @@ def check(claims_file: str, alpha: float | None, correction: str | None, resampl
 
         funnels = claims_funnels([c.to_dict() for c in res.claims])
         if funnels is not None:
-            save(funnels, chart_path)
+            save(funnels, chart_path, fmt=chart_fmt)
     if not res.ok:
         sys.exit(1)
 

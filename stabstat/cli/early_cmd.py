@@ -6,13 +6,13 @@ Thin: options are parsed here, the work is :func:`stabstat.analysis.early.early`
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from stabstat._text import ci_cli
 from stabstat.cli._options import (
+    chart_format,
     db_option,
     echo_json,
     format_option,
@@ -24,9 +24,6 @@ from stabstat.cli._options import (
 
 if TYPE_CHECKING:
     from stabstat.analysis.early import EarlyResult
-
-_CHART_FORMATS = ("png", "svg", "json")
-
 
 def _steps(text: str | None) -> list[int] | None:
     from stabstat.errors import SelectionError
@@ -128,11 +125,8 @@ def early(steps_text: str | None, target: float, folds_text: str, methods: tuple
     """
     from stabstat.analysis import Settings
     from stabstat.analysis.early import early as run_early
-    from stabstat.errors import SelectionError
 
-    if chart_out is not None and Path(chart_out).suffix.lstrip(".").lower() not in _CHART_FORMATS:
-        raise SelectionError(f"--chart {chart_out}: cannot tell the format from the suffix; use one of "
-                             f"{', '.join('.' + f for f in _CHART_FORMATS)}")
+    chart_fmt = chart_format(chart_out) if chart_out is not None else None
     settings = Settings(resamples=resamples, seed=seed, confidence=confidence)
     with open_store(db) as store:
         res = run_early(store, selection=selection_from(kw), settings=settings, steps=_steps(steps_text),
@@ -150,5 +144,5 @@ def early(steps_text: str | None, target: float, folds_text: str, methods: tuple
         from stabstat import charts
 
         charts.save(charts.early_curves(res.to_frame(), target=target), chart_out,
-                    fmt=Path(chart_out).suffix.lstrip(".").lower())
+                    fmt=chart_fmt)
         click.echo(f"wrote {chart_out}", err=fmt != "table")

@@ -5,13 +5,13 @@ Thin: options are parsed here, the work is :func:`stabstat.analysis.forgetting`.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from stabstat._text import CLI_MISSING, ci_cli, level_cli, number_cli
 from stabstat.cli._options import (
+    chart_format,
     db_option,
     echo_json,
     format_option,
@@ -25,9 +25,6 @@ from stabstat.cli._options import (
 
 if TYPE_CHECKING:
     from stabstat.analysis import AnalysisResult
-
-_CHART_FORMATS = ("png", "svg", "json")
-
 
 def _group_label(outcome: str, key: dict[str, Any]) -> str:
     return ", ".join([*(f"{k}={level_cli(v)}" for k, v in key.items()), outcome])
@@ -97,11 +94,8 @@ def forgetting(by: str | None, score: str, statistic: str, within: float, chart_
         stabstat forgetting --score mlm_loss --statistic mean --format json
     """
     from stabstat.analysis import forgetting as run_forgetting
-    from stabstat.errors import SelectionError
 
-    if chart_out is not None and Path(chart_out).suffix.lstrip(".").lower() not in _CHART_FORMATS:
-        raise SelectionError(f"--chart {chart_out}: cannot tell the format from the suffix; use one of "
-                             f"{', '.join('.' + f for f in _CHART_FORMATS)}")
+    chart_fmt = chart_format(chart_out) if chart_out is not None else None
     with open_store(db) as store:
         res = run_forgetting(store, by=by, selection=selection_from(kw), settings=settings_from(kw),
                              metric=score, statistic=statistic, within=within)
@@ -129,5 +123,5 @@ def forgetting(by: str | None, score: str, statistic: str, within: float, chart_
         from stabstat.analysis.forgetting import curve_frame
 
         ch = charts.forgetting_curves(curve_frame(res), metric=score)
-        charts.save(ch, chart_out, fmt=Path(chart_out).suffix.lstrip(".").lower())
+        charts.save(ch, chart_out, fmt=chart_fmt)
         click.echo(f"wrote {chart_out}", err=fmt != "table")
