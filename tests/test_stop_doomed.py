@@ -26,6 +26,45 @@ def test_rule_round_trips_and_default_parses() -> None:
     assert stop_rule.parse("at=500 loss_ratio>=1").check_step(100) == 100
 
 
+RECORDED = Path(__file__).resolve().parents[1] / "examples" / "recorded" / "runs"
+
+
+@pytest.mark.skipif(not RECORDED.is_dir(), reason="examples/recorded/runs/ is not in this checkout")
+def test_default_rule_replayed_on_the_recorded_runs_stops_no_successful_run() -> None:
+    """The runner's own DoomWatch, fed each recorded run's logged steps in order (loss and
+    layer norms by depth, dev evaluations), with ``--stop-doomed default``: no run that ended
+    above the majority baseline would have been stopped, and most collapsed runs would."""
+    import polars as pl
+
+    from runner.stop_doomed import DoomWatch
+
+    rule = stop_rule.parse("default")
+    stopped_ok, stopped_failed, n_failed = [], [], 0
+    for run in sorted(p for p in RECORDED.iterdir() if (p / "run.json").is_file()):
+        meta = json.loads((run / "run.json").read_text())
+        total = int(meta["config"]["max_steps"])
+        steps = pl.read_parquet(run / "steps.parquet").sort("step")
+        grads = pl.read_parquet(run / "layer_grads.parquet").sort("step", "depth")
+        evals = pl.read_parquet(run / "evals.parquet").filter((pl.col("split") == "dev")
+                                                              & (pl.col("metric") == "accuracy")).sort("step")
+        norms = {s: g["grad_norm"].to_list() for (s,), g in grads.group_by("step")}
+        dev = dict(zip(evals["step"].to_list(), evals["value"].to_list(), strict=True))
+        watch = DoomWatch(rule, meta["task"], total)
+        reason = None
+        for step, loss in zip(steps["step"].to_list(), steps["loss"].to_list(), strict=True):
+            watch.step(step, loss, norms.get(step, []))
+            if step in dev:
+                watch.evaluated(step, {"accuracy": dev[step]})
+            reason = reason or watch.verdict(step)
+        failed = evals["value"][-1] <= meta["task"]["majority"]["accuracy"] + 1e-9
+        n_failed += failed
+        if reason is not None:
+            (stopped_failed if failed else stopped_ok).append(run.name)
+    assert n_failed >= 5, "the recorded runs should hold collapsed runs"
+    assert stopped_ok == []
+    assert len(stopped_failed) >= n_failed // 2
+
+
 @pytest.mark.parametrize(("text", "match"), [
     ("loss_ratio>=0.9", "no check step"),
     ("at=0 loss_ratio>=0.9", "bad 'at=0'"),
