@@ -22,7 +22,9 @@ def _reduced_sweep(path: Path) -> Path:
     """The demo sweep with a tiny model and 20 steps; arms, presets and factors unchanged."""
     sweep = tomllib.loads((ROOT / "examples/demo/sweep.toml").read_text())
     config = {**sweep["config"], "model": "tiny", "max_steps": 20, "eval_every": 10, "n_train": 64}
-    lines = ['name = "demo_reduced"', "seeds = 2", "", "[config]"]
+    lines = ['name = "demo_reduced"', "seeds = 2"]
+    lines += [f"preset = {json.dumps(sweep['preset'])}"] if "preset" in sweep else []
+    lines += ["", "[config]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in config.items()]
     for arm in sweep["arms"]:
         lines += ["", "[[arms]]"] + [f"{k} = {json.dumps(v)}" for k, v in arm.items()]
@@ -46,6 +48,9 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     report = out / "report.html"
     assert report.exists() and report.stat().st_size > 100_000
     assert f"Report: {out.resolve()}/report.html" in proc.stdout
+    # The times of the phases and what to do next (issue 14).
+    assert "(set-up 0 s, training " in proc.stdout and "Next steps" in proc.stdout
+    assert f"stabstat runs --db {out}/stabstat.duckdb" in proc.stdout
     # 4 runs trained and ingested, and every claim of the demo's claims file got a verdict.
     assert len(list((out / "runs").glob("*/run.json"))) == 4
     n_claims = len(tomllib.loads((ROOT / "examples/demo/claims.toml").read_text())["claims"])

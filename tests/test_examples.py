@@ -195,17 +195,19 @@ DEMO_SWEEP = EXAMPLES / "demo" / "sweep.toml"
 
 
 def _demo_planned(seeds: int) -> list[Any]:
-    """The CPU demo's sweep (examples/demo/sweep.toml when present, else its design: two recipes
-    as [[arms]] on the synthetic task) with ``seeds`` seeds."""
+    """The CPU demo's sweep (examples/demo/sweep.toml when present, else its design: one factor,
+    bias correction on/off as two [[arms]], everything else equal) with ``seeds`` seeds."""
     from runner.sweep import plan
 
     if DEMO_SWEEP.is_file():
         return plan(DEMO_SWEEP, seeds=seeds)
     return plan({
         "seeds": seeds,
-        "config": {"model": "minilm", "task": "synthetic", "max_steps": 200, "max_length": 24},
-        "arms": [{"name": "bert-nobc-lr1e-4", "preset": "devlin2019", "lr": 1e-4, "warmup_ratio": 0.0},
-                 {"name": "mosbach2021", "preset": "mosbach2021"}],
+        "preset": "devlin2019",
+        "config": {"model": "minilm", "task": "synthetic", "lr": 2e-4, "warmup_ratio": 0.0, "max_steps": 80,
+                   "max_length": 24},
+        "arms": [{"name": "adamw-no-bias-correction", "bias_correction": False},
+                 {"name": "adamw-bias-correction", "bias_correction": True}],
     })
 
 
@@ -220,10 +222,21 @@ def demo_runs(tmp_path: Path) -> Path:
     return out
 
 
+def test_demo_sweep_is_one_factor() -> None:
+    """The demo compares bias correction on/off with everything else equal (issue 14): the two
+    arms' configs differ in bias_correction (and the recipe label) only."""
+    planned = _demo_planned(1)
+    assert len(planned) == 2
+    a, b = (dict(p.config) for p in planned)
+    differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert differ == {"bias_correction", "recipe"}
+    assert a["warmup_ratio"] == 0.0
+
+
 @pytest.mark.slow
 def test_demo_claims_on_demo_shaped_runs(demo_runs: Path, tmp_path: Path) -> None:
-    """5/10 collapsed runs without bias correction against 0/10: the failure-rate claim
-    passes (one-sided Fisher p = 0.016; Holm multiplies it by at most 3) and no claim fails."""
+    """5/10 collapsed runs without bias correction against 0/10: every claim of the demo passes
+    (Fisher p = 0.016 for the failure rate, Holm across the three claims) and none fails."""
     from stabstat.analysis import Settings
     from stabstat.claims import check
     from stabstat.ingest import ingest
@@ -236,14 +249,81 @@ def test_demo_claims_on_demo_shaped_runs(demo_runs: Path, tmp_path: Path) -> Non
         result = check(store, EXAMPLES / "demo" / "claims.toml", settings=Settings(resamples=500))
     verdicts = {c.name: c for c in result.claims}
     assert result.ok
-    rate = verdicts["runs without bias correction (lr 1e-4, no warm-up) fail more often"]
+    rate = verdicts["without bias correction, runs fail more often"]
     assert rate.n == {"false": 10, "true": 10}  # TOML spelling (issue 17)
-    from scipy.stats import hypergeom
+    from scipy.stats import binomtest, hypergeom
 
     # Fisher's one-sided p: all 5 failures among the 10 runs without bias correction.
     assert rate.p_value == pytest.approx(hypergeom(20, 5, 10).sf(4), rel=1e-9)
     assert rate.verdict == "PASS"
-    assert verdicts["the mosbach2021 recipe fails in fewer than 30% of runs"].n == {"all": 10}
+    bound = verdicts["with bias correction, fewer than half of the runs fail"]
+    assert bound.n == {"all": 10}
+    assert bound.p_value == pytest.approx(binomtest(0, 10, 0.5, alternative="less").pvalue, rel=1e-9)
+    assert [c.verdict for c in result.claims] == ["PASS"] * 3
+
+
+def _repeat_rate() -> Any:
+    return runpy.run_path(str(EXAMPLES / "demo" / "repeat_rate.py"), run_name="repeat_rate")
+
+
+@pytest.mark.slow
+def test_repeat_rate_verdicts_match_check(demo_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/demo/repeat_rate.py judges one sample as `stabstat check` does: the same
+    p-values for the exact tests, the same verdicts, on the demo-shaped runs."""
+    from stabstat.analysis import Settings
+    from stabstat.claims import check
+    from stabstat.ingest import ingest
+    from stabstat.store import Store
+
+    rr = _repeat_rate()
+    db = tmp_path / "demo.duckdb"
+    with Store.open(db, read_only=False) as store:
+        assert ingest(store, [demo_runs]).ok
+    with Store.open(db) as store:
+        result = check(store, EXAMPLES / "demo" / "claims.toml", settings=Settings(resamples=2000))
+    claims = tomllib.loads((EXAMPLES / "demo" / "claims.toml").read_text())["claims"]
+    arms = rr["load_arms"](db, "bias_correction")
+    assert {k: int(a.failed.sum()) for k, a in arms.items()} == {"false": 5, "true": 0}
+    for claim, res in zip(claims, result.claims, strict=True):
+        p_for, _ = rr["claim_pvalues"](claim, arms, 2000, np.random.default_rng(1))
+        if claim["kind"] in ("failure_rate", "max_failure_rate"):
+            assert p_for == pytest.approx(res.p_value, rel=1e-9)
+        else:  # a permutation p: another random stream, the same answer within Monte-Carlo error
+            assert p_for == pytest.approx(res.p_value, abs=0.01)
+    assert rr["verdicts"](claims, arms, 0.05, "holm", 2000, np.random.default_rng(1)) == \
+        [c.verdict for c in result.claims]
+    # The script as a user runs it.
+    assert rr["main"](["--db", str(db), "--repeats", "40", "--resamples", "200", "--seeds", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "bias_correction=false: 5/10 recorded runs failed" in out and "6 seeds per level, 40 simulated" in out
+    assert out.count("% PASS") == len(claims)
+
+
+def test_repeat_rate_exact_headline_against_simulation() -> None:
+    """The exact P(PASS) of the headline (a sum over two binomials) against a direct simulation
+    with scipy's Fisher test."""
+    from scipy.stats import fisher_exact
+
+    exact = _repeat_rate()["exact_headline"](0.5, 0.05, 8, 0.05)
+    rng = np.random.default_rng(3)
+    ka, kb = rng.binomial(8, 0.5, 4000), rng.binomial(8, 0.05, 4000)
+    hits = [fisher_exact([[a, 8 - a], [b, 8 - b]], alternative="greater").pvalue < 0.05 for a, b in zip(ka, kb, strict=True)]
+    assert exact == pytest.approx(np.mean(hits), abs=0.025)
+    assert 0.2 < exact < 0.8
+
+
+def test_repeat_rate_simulation_follows_the_failure_rates() -> None:
+    """Every recorded run of one arm failed and none of the other: with the observed rates
+    (plug-in) every repeat passes the headline; with the Jeffreys posterior of 4 runs each,
+    fewer do (the few recorded runs leave the rates uncertain)."""
+    rr = _repeat_rate()
+    arm = rr["Arm"]
+    arms = {"false": arm(np.ones(4, bool), np.full(4, 0.6)), "true": arm(np.zeros(4, bool), np.linspace(0.85, 0.95, 4))}
+    claims = [{"kind": "failure_rate", "factor": "bias_correction", "higher": False, "lower": True}]
+    plug = rr["simulate"](claims, arms, 8, 200, 0.05, "holm", np.random.default_rng(0), plug_in=True)
+    post = rr["simulate"](claims, arms, 8, 400, 0.05, "holm", np.random.default_rng(0))
+    assert (plug[:, 0] == "PASS").all()
+    assert 0.5 < np.mean(post[:, 0] == "PASS") < 1.0
 
 
 # --------------------------------------------------------------------------- API example

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The offline CPU demo, from a fresh clone: set up .venv, then sweep -> ingest -> compare -> check -> report.
+# One factor, Adam's bias correction on/off (examples/demo/sweep.toml), decided by the claims in
+# examples/demo/claims.toml. It prints the set-up, training and analysis times separately.
 #
 #   bash examples/demo/run.sh                       # generated task (no data needed)
 #   bash examples/demo/run.sh --data-dir glue_data  # RTE from a local GLUE folder
@@ -22,6 +24,7 @@ done
 venv="${STABSTAT_VENV:-.venv}"
 out="${DEMO_OUT:-demo-out}"
 started=$(date +%s)
+setup_s=0
 
 if [ ! -x "$venv/bin/stabstat-run" ]; then
   echo "==> setting up $venv (torch 2.13.0 CPU first, then stabstat with its extras)"
@@ -29,10 +32,18 @@ if [ ! -x "$venv/bin/stabstat-run" ]; then
   "$venv/bin/pip" install -q --upgrade pip
   "$venv/bin/pip" install -q torch==2.13.0   # pinned: an unpinned torch pulls a multi-GB CUDA build
   "$venv/bin/pip" install -q -e '.[runner,dev,slurm,ray,s3]'
-  # A real browser for the report's browser test (Debian's chromium), when we may install it.
-  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -q chromium >/dev/null 2>&1 || echo "   (chromium not installed: the browser test will be skipped)"
-  fi
+  setup_s=$(( $(date +%s) - started ))
+  echo "   set up in ${setup_s} s"
+fi
+mkdir -p "$out"
+# A real browser for the report's browser test (Debian's chromium), when we may install it. It
+# downloads and unpacks while the runs train (~2 minutes alone) and is waited for at the end.
+browser_pid=""
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "==> installing chromium for the browser test in the background (log: $out/chromium-install.log)"
+  (apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }) \
+    >"$out/chromium-install.log" 2>&1 &
+  browser_pid=$!
 fi
 export PATH="$(cd "$venv" && pwd)/bin:$PATH" HF_HUB_OFFLINE=1
 
@@ -47,10 +58,14 @@ fi
 seeds=()
 [ -n "${DEMO_SEEDS:-}" ] && seeds=(--seeds "$DEMO_SEEDS")
 db="$out/stabstat.duckdb"
-mkdir -p "$out"
 
-echo "==> training: stabstat-run $sweep --out $out/runs --jobs 2"
-stabstat-run "$sweep" --out "$out/runs" --jobs 2 "${extra[@]}" "${seeds[@]}"
+# --stop-doomed default: a run whose lowest layer's gradient norm collapsed while its loss stayed at
+# the class-balance loss is stopped at 30% of its steps and counted as failed (README, "stabstat early").
+echo "==> training: stabstat-run $sweep --out $out/runs --jobs 2 --stop-doomed default"
+train_started=$(date +%s)
+stabstat-run "$sweep" --out "$out/runs" --jobs 2 --stop-doomed default "${extra[@]}" "${seeds[@]}"
+train_s=$(( $(date +%s) - train_started ))
+analysis_started=$(date +%s)
 echo "==> stabstat ingest $out/runs --db $db"
 stabstat ingest "$out/runs" --db "$db"
 echo "==> stabstat compare --by bias_correction"
@@ -61,5 +76,22 @@ stabstat check examples/demo/claims.toml --db "$db" || check_rc=$?
 [ "$check_rc" -le 1 ] || exit "$check_rc"   # 1 = a claim FAILed: a finding, not a crash
 echo "==> stabstat report"
 stabstat report --by bias_correction --claims examples/demo/claims.toml --db "$db" --out "$out/report.html"
+analysis_s=$(( $(date +%s) - analysis_started ))
+if [ -n "$browser_pid" ]; then
+  wait "$browser_pid" && echo "chromium installed (the browser test will use it)" \
+    || echo "(chromium not installed: the browser test will be skipped; see $out/chromium-install.log)"
+fi
+db_abs="$(cd "$out" && pwd)/stabstat.duckdb"
+bin="$(cd "$venv" && pwd)/bin"
 echo
-echo "Done in $(( $(date +%s) - started )) s. Report: $(cd "$out" && pwd)/report.html"
+echo "Done in $(( $(date +%s) - started )) s (set-up ${setup_s} s, training ${train_s} s, analysis ${analysis_s} s)."
+echo "Report: $(cd "$out" && pwd)/report.html"
+echo
+echo "Next steps (the runs are in $db_abs):"
+echo "  source $bin/activate                          # or call $bin/stabstat directly"
+echo "  stabstat runs --db $db"
+echo "  stabstat failure-rate --by bias_correction --db $db"
+echo "  stabstat early --db $db                       # could the failed runs have been stopped sooner?"
+echo "  stabstat check examples/demo/claims.toml --db $db"
+echo "  python examples/demo/repeat_rate.py --db $db  # how often would a repeat decide the claims?"
+echo "Re-running this script resumes: finished runs are not trained again."
