@@ -20,10 +20,11 @@ FAST = {"model": "tiny", "max_length": 32, "n_train": 64, "max_steps": 3, "eval_
 
 
 def test_old_sweeps_keep_their_run_ids() -> None:
-    # The recorded demo runs were planned before the streams existed (README: this sweep with --seeds 12).
+    # The recorded demo runs are this sweep with --seeds 10-19 (README): the run ids the runner
+    # plans for them are the folders committed.
     recorded = {p.name for p in (ROOT / "examples" / "recorded" / "runs").iterdir() if p.is_dir()}
-    planned = {r.run_id for r in sweep.plan(ROOT / "examples" / "demo" / "sweep.toml", seeds=12)}
-    assert recorded and recorded <= planned
+    planned = {r.run_id for r in sweep.plan(ROOT / "examples" / "demo" / "sweep.toml", seeds=list(range(10, 20)))}
+    assert recorded and recorded == planned
     # Pinned before the change (git HEAD 6a645ad): a tiny synthetic config, seed 1.
     runs = sweep.plan({"config": {"task": "synthetic", "model": "tiny", "max_steps": 8}}, seeds=2)
     assert runs[1].run_id == "synthetic-cbc7341c45"
