@@ -17,6 +17,12 @@ each variant sampled with psutil every 10 ms.
 
 Target (issue 18): ours / reference <= 1.2, memory bounded.
 
+A third row measures the cost of one corrupt file: the same runs with the middle run's state
+file replaced by one whose first training entry has a string loss (hard links to the cached
+files, cached too), ingested by us (299 runs load, the bad one is rejected in one line) against
+our own ingest of the clean runs in the same loop. A failed batch is retried by halves, so the
+corrupt file costs a few extra transactions, not one per run of its batch.
+
 Run alone: ``python -m benchmarks.bench_hf [--quick]``.
 """
 
@@ -107,6 +113,26 @@ def _reference(root: Path, db: Path) -> tuple[float, int, int]:
     return dt, mem.peak, n
 
 
+def corrupt_copy(root: Path) -> Path:
+    """(Once) ``root``'s runs as hard links, the middle run's state file replaced by a bad one."""
+    out = root.parent / "corrupt"
+    marker = root.parent / "CORRUPT_COMPLETE"
+    if marker.exists():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    files = sorted(root.glob("*/*/*/trainer_state.json"))
+    for f in files:
+        target = out / f.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(f, target)
+    bad = out / files[len(files) // 2].relative_to(root)  # in a full batch (the first holds 25 runs)
+    bad.unlink()
+    bad.write_text(json.dumps({"global_step": 1, "log_history": [{"loss": "high", "step": 1}]}))
+    marker.write_text("1")
+    return out
+
+
 def _ours(root: Path, db: Path) -> tuple[float, int, Any]:
     from stabstat.ingest import ingest
     from stabstat.store import Store
@@ -150,6 +176,18 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     counts = {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in ("steps", "evals")}
     con.close()
     ours_med, ref_med = statistics.median(ours_t), statistics.median(ref_t)
+    bad_root = corrupt_copy(root)
+    clean_t: list[float] = []
+    bad_t: list[float] = []
+    for i in range(3):
+        for which in (("clean", "bad") if i % 2 == 0 else ("bad", "clean")):
+            dt, _, report = _ours(root if which == "clean" else bad_root, work / "ours.duckdb")
+            if which == "clean":
+                clean_t.append(dt)
+            else:
+                assert len(report.added) == n_runs - 1 and len(report.rejected) == 1, report.summary()
+                bad_t.append(dt)
+    clean_med, bad_med = statistics.median(clean_t), statistics.median(bad_t)
     label = f"{n_runs} HF runs x {size['steps']} steps ({counts['steps']:,} steps + {counts['evals']:,} evals rows)"
     return [
         {
@@ -172,6 +210,16 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             "target": "bounded (report)",
             "note": "process RSS sampled every 10 ms while each variant runs (includes the Python interpreter "
                     "and what earlier variants left allocated)",
+        },
+        {
+            "benchmark": f"ingest {n_runs} HF runs with 1 corrupt state file (string loss) vs all clean",
+            "ours": round(bad_med, 3),
+            "reference": round(clean_med, 3),
+            "unit": "s",
+            "ratio": round(bad_med / clean_med, 3),
+            "target": "report (a failed batch is retried by halves)",
+            "note": f"both ours, medians of 3, interleaved; corrupt {', '.join(f'{x:.2f}' for x in bad_t)} s, "
+                    f"clean {', '.join(f'{x:.2f}' for x in clean_t)} s",
         },
     ]
 

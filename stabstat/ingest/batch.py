@@ -6,8 +6,9 @@ DuckDB loading the previous batch; DuckDB releases the GIL), skips runs whose fi
 stored, checks factor types against the ``runs`` columns, and loads batches of up to
 ``batch_runs`` runs (and about ``batch_rows`` rows) with the store's load primitives
 (:mod:`stabstat.store.load`) in one transaction each: a kill rolls back the uncommitted batch,
-so the database never holds part of a run. A batch that fails is rolled back and its runs are
-loaded one per transaction, so one bad run never keeps good runs out; the failing run is
+so the database never holds part of a run. A batch that fails is rolled back and its halves are
+loaded the same way down to single runs (:meth:`_Ingest._find_bad`), so one bad run never keeps
+good runs out and costs a few transactions, not one per run of its batch; the failing run is
 explained by :func:`stabstat.validate.validate_run` (first problem) or DuckDB's message.
 """
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from stabstat.store.queries import Store
 
 __all__ = ["Progress", "check_factors", "check_majority", "ingest"]
+
+#: A failed part of at most this many runs is loaded run by run instead of halved again.
+_ONE_BY_ONE = 4
 
 
 class Progress(Protocol):
@@ -262,8 +266,18 @@ class _Ingest:
         return run
 
     def load_batch(self, batch: list[RunInput]) -> None:
-        """Load ``batch`` in one transaction; if that fails, roll back and load its runs one
-        per transaction, rejecting the ones that fail."""
+        """Load ``batch`` in one transaction; if that fails, find the runs that fail (see
+        :meth:`_find_bad`) and load the others."""
+        exc = self._try_load(batch)
+        if exc is None:
+            return
+        if len(batch) > 1:
+            self._find_bad(batch)
+        else:
+            self._load_alone_failed(batch[0], exc)
+
+    def _try_load(self, batch: list[RunInput]) -> BaseException | None:
+        """One transaction for ``batch``: None when committed, else the error (rolled back)."""
         import duckdb
 
         con, report = self.store.con, self.report
@@ -277,34 +291,61 @@ class _Ingest:
             con.execute("ROLLBACK")
             del report.notes[notes_before:]
             self.virtual = dict(self.store.factors())
-            if len(batch) > 1:
-                # Find the bad run(s): load one run per transaction.
-                for run in batch:
-                    try:
-                        check_factors(run, self.virtual)
-                    except Reject as rej:
-                        self.reject(run.source, str(rej), run)
-                        continue
-                    self.load_batch([run])
-                return
-            run = batch[0]
-            jf = load.json_files(run)
-            if jf is not None:
-                # DuckDB's JSON reader refused it: read this run in Python instead, which
-                # names the file, entry and field of a malformed file, or loads it.
-                try:
-                    jf.reader.fallback(run)
-                except (Reject, StabstatError, OSError) as rej:
-                    self.reject(run.source, first_line(rej), run)
-                    return
-                if load.json_files(run) is None:  # no JSON tables left: cannot come back here
-                    self.load_batch([run])
-                    return
-            self.reject(run.source, explain_failure(run, exc), run)
-            return
+            return exc
         for run in batch:
             (report.replaced if run.run_id in self.existing else report.added).append(run.run_id)
             self.existing[run.run_id] = run.fingerprint
+        return None
+
+    def _find_bad(self, batch: list[RunInput]) -> None:
+        """``batch`` failed: load each half in one transaction. A half that fails while the
+        other loaded is halved again (one bad run among ``n`` costs ~``2 log2 n``
+        transactions instead of ``n``); when both fail (bad runs are many) or a half is small,
+        its runs are loaded one by one (at most ~3 reads of each file when every run is bad)."""
+        half = (len(batch) + 1) // 2
+        failed: list[tuple[list[RunInput], BaseException]] = []
+        for part in (batch[:half], batch[half:]):
+            checked = self._recheck(part)  # self.virtual holds only what is committed
+            exc = self._try_load(checked) if checked else None
+            if exc is not None:
+                failed.append((checked, exc))
+        for part, exc in failed:
+            if len(part) == 1:
+                self._load_alone_failed(part[0], exc)
+            elif len(failed) == 1 and len(part) > _ONE_BY_ONE:
+                self._find_bad(part)
+            else:
+                for run in part:
+                    if self._recheck([run]):
+                        self.load_batch([run])
+
+    def _recheck(self, runs: list[RunInput]) -> list[RunInput]:
+        """The runs whose factor types still fit the committed columns (others rejected)."""
+        checked = []
+        for run in runs:
+            try:
+                check_factors(run, self.virtual)
+            except Reject as rej:
+                self.reject(run.source, str(rej), run)
+                continue
+            checked.append(run)
+        return checked
+
+    def _load_alone_failed(self, run: RunInput, exc: BaseException) -> None:
+        """``run`` failed to load on its own: DuckDB's JSON reader refused it (read it in Python
+        instead, which names the file, entry and field of a malformed file, or loads it), or
+        reject it with :func:`explain_failure`'s line."""
+        jf = load.json_files(run)
+        if jf is not None:
+            try:
+                jf.reader.fallback(run)
+            except (Reject, StabstatError, OSError) as rej:
+                self.reject(run.source, first_line(rej), run)
+                return
+            if load.json_files(run) is None:  # no JSON tables left: cannot come back here
+                self.load_batch([run])
+                return
+        self.reject(run.source, explain_failure(run, exc), run)
 
 
 def explain_failure(run: RunInput, exc: BaseException) -> str:

@@ -20,7 +20,7 @@ the runs of one batch that share a :class:`JsonReader` are staged by DuckDB's ow
 ``finish`` callback writes into the run before its ``runs`` row is inserted, and each table's
 rows are inserted with one ``INSERT ... SELECT`` from the staged rows. A file DuckDB cannot
 read (or that the reader's SQL finds malformed: ``error()``) fails the statement, so the batch
-is rolled back and retried run by run, where :attr:`JsonReader.fallback` reads the failing
+is rolled back and retried by halves down to single runs, where :attr:`JsonReader.fallback` reads the failing
 run in Python (one-line rejection naming the file and entry, or column lists to load).
 """
 
@@ -131,7 +131,10 @@ class JsonReader:
     ``temp_tables``, dropped afterwards). They get three list parameters, one entry per file
     of the batch: ``$files`` (VARCHAR[], paths as given to ``read_json(..., filename =
     true)``, which returns them unchanged), ``$runs`` (VARCHAR[], the file's run_id) and
-    ``$pos`` (INTEGER[], the file's position among its run's files, in the adapter's order).
+    ``$pos`` (INTEGER[], the file's position among its run's files, in the adapter's order);
+    and ``$max_bytes`` (BIGINT), for ``read_json``'s ``maximum_object_size``: twice the
+    largest file of the batch (a file may grow before it is read), at least DuckDB's default
+    16 MiB (a larger limit costs time: DuckDB sizes its read buffers by it).
     A malformed file must make a statement fail (``error('...')`` in SQL).
     ``selects``: contract table -> SELECT over the temporary tables yielding that table's
     columns in contract order (run_id first). ``facts``: SELECT over them yielding one row
@@ -158,6 +161,8 @@ class JsonFiles:
 
     reader: JsonReader
     files: tuple[str, ...]
+    #: The largest file's size in bytes when the adapter listed them (0: unknown).
+    max_bytes: int = 0
 
 
 @dataclass
@@ -318,6 +323,10 @@ def insert_runs(store: Store, batch: Sequence[LoadableRun], existing: Mapping[st
     )
 
 
+#: DuckDB's default ``maximum_object_size`` of ``read_json`` (bytes).
+_DUCKDB_JSON_OBJECT = 2**24
+
+
 def json_files(run: LoadableRun) -> JsonFiles | None:
     """The run's :class:`JsonFiles` (every JSON table of a run holds the same), or None."""
     return next((d.json for d in run.tables.values() if d.json is not None), None)
@@ -335,13 +344,15 @@ def _stage_json(store: Store, batch: Sequence[LoadableRun]) -> list[JsonReader]:
         files: list[str] = []
         run_ids: list[str] = []
         pos: list[int] = []
+        largest = 0
         for run in runs:
             jf = json_files(run)
             assert jf is not None
             files += jf.files
             run_ids += [run.run_id] * len(jf.files)
             pos += range(len(jf.files))
-        params = {"files": files, "runs": run_ids, "pos": pos}
+            largest = max(largest, jf.max_bytes)
+        params = {"files": files, "runs": run_ids, "pos": pos, "max_bytes": max(_DUCKDB_JSON_OBJECT, 2 * largest)}
         for sql in reader.stage:
             # only the parameters a statement names may be passed to it
             store.con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})

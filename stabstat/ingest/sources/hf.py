@@ -374,10 +374,11 @@ class HFSource:
         if options.known.get(run_id) == fingerprint:
             return RunInput(run_id=run_id, source=str(path), source_format=self.name, run_json=run_json,
                             status="", fingerprint=fingerprint, factors={}, unchanged=True)
-        jf = JsonFiles(READER, tuple(str(f) for f in ordered))
+        sizes = [f.stat().st_size for f in ordered]
+        jf = JsonFiles(READER, tuple(str(f) for f in ordered), max_bytes=max(sizes))
         # Row estimate for batching until finish() counts them: ~50 bytes of JSON per row at
         # most (a compact training entry is ~100 bytes), so a batch's staged JSON stays bounded.
-        estimate = sum(f.stat().st_size for f in ordered) // 50
+        estimate = sum(sizes) // 50
         return RunInput(
             run_id=run_id, source=str(path), source_format=self.name, run_json=run_json, status="interrupted",
             fingerprint=fingerprint, factors=scalar_factors(run_json["config"]),

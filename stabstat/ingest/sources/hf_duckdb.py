@@ -6,26 +6,36 @@ every file of a batch is read by one ``read_json`` statement and the rows never 
 Python. Stages (temporary tables, see :class:`stabstat.store.load.JsonReader`):
 
 ``_hf_files``
-    one row per state file: run_id, ``rank`` (1 = oldest: by ``global_step``, a non-integer
-    counting as -1, then by the adapter's order, which lists the run folder's own file last so
-    that it wins a tie), the top-level scalars of the state and ``log_history`` as JSON[].
-``_hf_entries``
-    one row per ``log_history`` entry: its keys, whether it is the final summary
-    (``train_runtime``), and its evaluation prefixes (``<prefix>_runtime`` keys other than
-    ``train_runtime``, plus ``eval`` when a key starts with ``eval_``).
+    one row per state file: run_id, ``pos`` (the adapter's order, which lists the run folder's
+    own file last), the top-level scalars of the state and ``log_history`` as JSON[] (each
+    entry as minified JSON text). The only pass over the files.
+``_hf_ranks``
+    per file its ``rank`` among its run's files (1 = oldest: by ``global_step``, a non-integer
+    counting as -1, then by ``pos``, so the own file wins a tie).
+``_hf_special``
+    the few entries that may be evaluations or the final summary (picked by substring tests,
+    then parsed): whether it is the summary (``train_runtime``) and its evaluation prefixes
+    (``<prefix>_runtime`` keys other than ``train_runtime``, plus ``eval`` when a key starts
+    with ``eval_``).
 ``_hf_steps`` / ``_hf_evals``
     the contract's rows, type-checked, the newest file's (then the later entry's) row kept
-    per step / per (step, split, metric).
+    per step / per (step, split, metric). The training entries are read straight from
+    ``_hf_files`` into typed values (``json_transform``), guarded by a test of their text.
 
 A value of the wrong JSON type (a string loss, a fractional or negative step, a boolean, an
 entry that is not an object, no ``log_history`` list) makes the statement fail through
-``error()``: the batch is retried run by run and the failing run is read by the Python reader,
-whose message names the file, the entry and the field.
+``error()``: the batch is retried by halves and the failing run is read by the Python reader,
+whose message names the file, the entry and the field. The text guard may also refuse a file
+the Python reader accepts (a nested object with a key named like a training field holding a
+string): such a run is loaded by the Python reader, with the same rows, only slower.
+
+Hive partitioning is off: a folder named like a state field (``max_steps=500/``) would
+otherwise replace that field's value with the folder's.
 """
 
 from __future__ import annotations
 
-__all__ = ["EVALS", "FACTS", "FILES", "STATE_SCALARS", "STEPS", "STAGE", "TEMP_TABLES"]
+__all__ = ["EVALS", "FACTS", "FILES", "RANKS", "SPECIAL", "STATE_SCALARS", "STEPS", "STAGE", "TEMP_TABLES"]
 
 #: Scalar fields of ``transformers.TrainerState`` kept in ``environment.trainer_state`` (read
 #: as JSON, so any value type is accepted; non-scalars and nulls are left out).
@@ -49,45 +59,62 @@ _INT = "('UBIGINT', 'BIGINT')"
 
 FILES = f"""
 CREATE OR REPLACE TEMP TABLE _hf_files AS
-SELECT f.run_id, s.filename,
-       row_number() OVER (
-           PARTITION BY f.run_id
-           ORDER BY CASE WHEN json_type(s.global_step) IN {_INT} THEN s.global_step::BIGINT ELSE -1 END, f.pos
-       ) AS rank,
-       {_SCALARS},
+SELECT f.r, f.run_id, f.pos, s.filename, {_SCALARS},
        CASE WHEN s.log_history IS NULL THEN error('log_history: missing or not a list') ELSE s.log_history END
            AS log_history
-FROM read_json($files, filename = true, format = 'unstructured', maximum_object_size = {MAX_STATE_BYTES},
-               columns = {_COLUMNS}) AS s
-JOIN (SELECT unnest($files) AS filename, unnest($runs) AS run_id, unnest($pos) AS pos) AS f USING (filename)
+FROM read_json($files, filename = true, format = 'unstructured', hive_partitioning = false,
+               maximum_object_size = least($max_bytes, {MAX_STATE_BYTES}), columns = {_COLUMNS}) AS s
+JOIN (SELECT *, dense_rank() OVER (ORDER BY run_id) AS r
+      FROM (SELECT unnest($files) AS filename, unnest($runs) AS run_id, unnest($pos) AS pos)) AS f USING (filename)
 """
 
-# An element of a JSON[] column is minified text, so a top-level key ``k`` shows as ``"k":``.
-# Substring tests (cheap) pick the candidates; the exact tests (a JSON parse) run only on those
-# (a nested object's key can look like a top-level one).
-ENTRIES = """
-CREATE OR REPLACE TEMP TABLE _hf_entries AS
-SELECT run_id, rank, i, e,
+#: The files' ranks, apart from their entries: a window over ``_hf_files`` itself would sort
+#: the entries with it (~15% of the read's time).
+RANKS = f"""
+CREATE OR REPLACE TEMP TABLE _hf_ranks AS
+SELECT r, run_id, filename,
+       row_number() OVER (
+           PARTITION BY r
+           ORDER BY CASE WHEN json_type(global_step) IN {_INT} THEN global_step::BIGINT ELSE -1 END, pos
+       ) AS rank
+FROM _hf_files
+"""
+
+#: Every entry of every file: the run's number ``r`` in the batch (an integer key: grouping by
+#: it is cheaper than by run_id), the file's rank, the entry's 1-based index ``i`` and its
+#: minified JSON text ``e``.
+_ENTRIES = """(SELECT f.r, k.rank, generate_subscripts(f.log_history, 1) AS i, unnest(f.log_history) AS e
+      FROM _hf_files AS f JOIN _hf_ranks AS k USING (r, filename))"""
+#: run number -> run_id
+_RUNS = "(SELECT r, any_value(run_id) AS run_id FROM _hf_ranks GROUP BY r)"
+
+# An element of a JSON[] column is minified text (DuckDB writes it back without spaces), so a
+# top-level key ``k`` shows as ``"k":`` followed by its value's first character. Substring tests
+# (cheap) pick the candidates; exact tests (a JSON parse) run only on those (a nested object's
+# key can look like a top-level one).
+_CANDIDATE = """(NOT starts_with(e, '{') OR contains(e, '_runtime":') OR contains(e, '"eval_'))"""
+
+#: The few entries that may be evaluations or the final summary (and any entry that is not an
+#: object, to fail on it): ``fin`` (a top-level ``train_runtime``) and the evaluation prefixes
+#: (``<prefix>_runtime`` keys other than ``train_runtime``, plus ``eval`` when a key starts
+#: with ``eval_``). Every other entry is a training entry or ignored.
+SPECIAL = f"""
+CREATE OR REPLACE TEMP TABLE _hf_special AS
+SELECT r, rank, i, e,
        CASE WHEN contains(e, '"train_runtime":') THEN json_exists(e, '$.train_runtime') ELSE false END AS fin,
-       CASE WHEN contains(e, '_runtime":') OR contains(e, '"eval_') THEN list_sort(list_distinct(list_concat(
+       list_sort(list_distinct(list_concat(
            list_transform(list_filter(json_keys(e), lambda x: suffix(x, '_runtime') AND x <> 'train_runtime'
                                                               AND length(x) > 8),
                           lambda x: x[1:length(x) - 8]),
            CASE WHEN len(list_filter(json_keys(e), lambda x: starts_with(x, 'eval_'))) > 0 THEN ['eval'] ELSE [] END
-       ))) ELSE [] END AS prefixes
+       ))) AS prefixes
 FROM (
-    SELECT run_id, rank, i,
-           CASE WHEN starts_with(e, '{') THEN e ELSE error('log_history entry: not an object') END AS e
-    FROM (SELECT run_id, rank, generate_subscripts(log_history, 1) AS i, unnest(log_history) AS e FROM _hf_files)
+    SELECT r, rank, i,
+           CASE WHEN starts_with(e, '{{') THEN e ELSE error('log_history entry: not an object') END AS e
+    FROM {_ENTRIES}
+    WHERE {_CANDIDATE}
 )
 """
-
-
-def _num(x: str) -> str:
-    """SQL: JSON text ``x`` (from ``json_transform`` to JSON: SQL NULL for a missing key or a
-    JSON null) as DOUBLE; a boolean, a string or a container is an error (a string's text
-    starts with a quote, a boolean's is true/false: neither casts to DOUBLE)."""
-    return f"CASE WHEN {x} IS NULL THEN NULL ELSE coalesce(TRY_CAST({x}::VARCHAR AS DOUBLE), error('not a number')) END"
 
 
 def _finite(x: str) -> str:
@@ -95,53 +122,67 @@ def _finite(x: str) -> str:
     return f"CASE WHEN isfinite({x}) THEN {x} END"
 
 
-# A non-negative integer: digits only (DuckDB's cast alone would round 1.5 and accept 1e3).
-_STEP = ("CASE WHEN v.step IS NOT NULL AND ltrim(v.step::VARCHAR, '0123456789') = '' THEN v.step::VARCHAR::BIGINT "
-         "ELSE error('step: not a non-negative integer') END")
+#: A training entry whose text shows a checked field holding anything but a JSON number or
+#: null (a string, a boolean, a container), or a ``step`` that is not digits alone (negative,
+#: fractional: DuckDB writes every non-integer number with a ``.`` or an exponent, null, NaN).
+#: A nested object's key matches too: then the run is read by the Python reader, which is exact.
+#: (Checking the typed values instead is not possible: json_transform turns "0.5" and true into
+#: numbers; typing each field as JSON text and casting cost ~0.07 s more per 300,000 entries.)
+_BAD_TEXT = (r"""regexp_matches(e, '"(?:epoch|loss|learning_rate|grad_norm)":[^-0-9nNI]|"step":(?:[^0-9]|[0-9]+[.eE])')""")
+#: The training fields, typed (DuckDB converts leniently: :data:`_BAD_TEXT` guards the types).
+_TRAIN_TYPES = """'{"step": "UBIGINT", "epoch": "DOUBLE", "loss": "DOUBLE", "learning_rate": "DOUBLE", "grad_norm": "DOUBLE"}'"""
+#: An entry (a candidate of :data:`_CANDIDATE`) that is neither the summary nor an evaluation
+#: (the exact tests of :data:`SPECIAL`).
+_PLAIN = ("(NOT json_exists(e, '$.train_runtime') AND len(list_filter(json_keys(e), lambda x: starts_with(x, 'eval_') "
+          "OR (suffix(x, '_runtime') AND x <> 'train_runtime' AND length(x) > 8))) = 0)")
 #: Orders a run's entries: newer file first, then later entry (rank and i are < 2^31).
 _NEWEST = "rank * 2147483648 + i"
 
+#: The training entries (a top-level ``loss`` key; not the summary, not an evaluation), one row
+#: per step: the newest file's, then the later entry's (per column ``arg_max_null``: a null
+#: value is kept). Read straight from ``_hf_files``, no copy of the entries' text; a candidate
+#: of :data:`_CANDIDATE` is parsed to tell (rare), every other entry is only typed once.
 STEPS = f"""
 CREATE OR REPLACE TEMP TABLE _hf_steps AS
-SELECT run_id, step, r.epoch AS epoch, r.loss AS loss, r.lr AS lr, r.grad_norm AS grad_norm
+SELECT r, step, arg_max_null(v.epoch, {_NEWEST}) AS epoch, arg_max_null(v.loss, {_NEWEST}) AS loss,
+       arg_max_null(v.learning_rate, {_NEWEST}) AS lr, arg_max_null(v.grad_norm, {_NEWEST}) AS grad_norm
 FROM (
-    SELECT run_id, step, arg_max({{'epoch': epoch, 'loss': loss, 'lr': lr, 'grad_norm': grad_norm}}, newest) AS r
+    SELECT r, rank, i, v, coalesce(v.step, error('step: not a non-negative integer')) AS step
     FROM (
-        SELECT run_id, {_NEWEST} AS newest, {_STEP} AS step, {_num('v.epoch')} AS epoch, {_num('v.loss')} AS loss,
-               {_num('v.learning_rate')} AS lr, {_num('v.grad_norm')} AS grad_norm
-        FROM (
-            SELECT run_id, rank, i, e,
-                   json_transform(e, '{{"step": "JSON", "epoch": "JSON", "loss": "JSON", "learning_rate": "JSON",
-                                        "grad_norm": "JSON"}}') AS v
-            FROM _hf_entries
-            WHERE NOT fin AND len(prefixes) = 0 AND contains(e, '"loss":')
-        )
-        WHERE CASE WHEN v.loss IS NOT NULL THEN true ELSE json_exists(e, '$.loss') END
+        SELECT r, rank, i, e,
+               CASE WHEN {_BAD_TEXT} THEN error('a training field is not a number (or step not an integer)')
+                    ELSE json_transform(e, {_TRAIN_TYPES}) END AS v
+        FROM {_ENTRIES}
+        WHERE contains(e, '"loss":')
+          AND CASE WHEN {_CANDIDATE} THEN {_PLAIN} ELSE true END
     )
-    GROUP BY run_id, step
+    WHERE v.loss IS NOT NULL OR json_exists(e, '$.loss')
 )
+GROUP BY r, step
 """
 
 _SKIP = ", ".join(f"'{m}'" for m in EVAL_SKIP)
+#: An evaluation value: a number (or null) kept, a string or a container skipped (as the
+#: Python reader), a boolean an error.
+_VALUE = ("CASE WHEN json_type(val) IN ('ARRAY', 'OBJECT', 'VARCHAR', 'NULL') THEN NULL "
+          "ELSE coalesce(TRY_CAST(val::VARCHAR AS DOUBLE), error('not a number')) END")
 
 EVALS = f"""
 CREATE OR REPLACE TEMP TABLE _hf_evals AS
-SELECT run_id, step, split, metric, value FROM (
-    SELECT run_id, rank, i, step, split, metric,
-           CASE WHEN json_type(val) IN ('ARRAY', 'OBJECT', 'VARCHAR', 'NULL') THEN NULL
-                ELSE {_num('val')} END AS value,
+SELECT r, step, split, metric, value FROM (
+    SELECT r, rank, i, step, split, metric, {_VALUE} AS value,
            json_type(val) IN ('ARRAY', 'OBJECT', 'VARCHAR') AS skip
     FROM (
-        SELECT run_id, rank, i, step, split, key[length(split) + 2:] AS metric,
+        SELECT r, rank, i, step, split, key[length(split) + 2:] AS metric,
                json_extract(e, '$."' || key || '"') AS val
         FROM (
-            SELECT run_id, rank, i, e, step, split, unnest(json_keys(e)) AS key
+            SELECT r, rank, i, e, step, split, unnest(json_keys(e)) AS key
             FROM (
-                SELECT run_id, rank, i, e, json_extract(e, '$.step')::VARCHAR AS js,
+                SELECT r, rank, i, e, json_extract(e, '$.step')::VARCHAR AS js,
                        CASE WHEN js IS NOT NULL AND ltrim(js, '0123456789') = '' THEN js::BIGINT
                             ELSE error('step: not a non-negative integer') END AS step,
                        unnest(prefixes) AS split
-                FROM _hf_entries
+                FROM _hf_special
                 WHERE NOT fin AND len(prefixes) > 0
             )
         )
@@ -149,7 +190,7 @@ SELECT run_id, step, split, metric, value FROM (
     )
 )
 WHERE NOT skip
-QUALIFY row_number() OVER (PARTITION BY run_id, step, split, metric ORDER BY rank DESC, i DESC) = 1
+QUALIFY row_number() OVER (PARTITION BY r, step, split, metric ORDER BY rank DESC, i DESC) = 1
 """
 
 #: Every file gave exactly one JSON value (an empty file gives none, two objects in a row give
@@ -160,8 +201,8 @@ SELECT CASE WHEN count(*) <> len($files) OR count(DISTINCT filename) <> count(*)
 FROM _hf_files
 """
 
-STAGE: tuple[str, ...] = (FILES, ONE_VALUE_PER_FILE, ENTRIES, STEPS, EVALS)
-TEMP_TABLES: tuple[str, ...] = ("_hf_files", "_hf_entries", "_hf_steps", "_hf_evals")
+STAGE: tuple[str, ...] = (FILES, ONE_VALUE_PER_FILE, RANKS, SPECIAL, STEPS, EVALS)
+TEMP_TABLES: tuple[str, ...] = ("_hf_files", "_hf_ranks", "_hf_special", "_hf_steps", "_hf_evals")
 
 #: One row per run: the newest state file and its scalars, whether the summary entry was seen,
 #: whether a logged loss is non-finite, the metric names and the row counts.
@@ -169,18 +210,19 @@ FACTS = f"""
 SELECT n.run_id, n.filename AS state_file, {", ".join(f"n.{k}" for k in STATE_SCALARS)},
        coalesce(e.finished, false) AS finished, coalesce(s.diverged, false) AS diverged,
        coalesce(s.n, 0) AS n_steps, coalesce(v.n, 0) AS n_evals, coalesce(v.metrics, []) AS metrics
-FROM (SELECT * FROM _hf_files QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY rank DESC) = 1) AS n
-LEFT JOIN (SELECT run_id, bool_or(fin) AS finished FROM _hf_entries GROUP BY run_id) AS e USING (run_id)
-LEFT JOIN (SELECT run_id, count(*) AS n, bool_or(NOT isfinite(loss)) AS diverged FROM _hf_steps GROUP BY run_id)
-    AS s USING (run_id)
-LEFT JOIN (SELECT run_id, count(*) AS n, list_sort(list_distinct(list(metric))) AS metrics FROM _hf_evals
-           GROUP BY run_id) AS v USING (run_id)
+FROM (SELECT k.r, k.run_id, k.filename, {", ".join(f"f.{k}" for k in STATE_SCALARS)}
+      FROM _hf_ranks AS k JOIN _hf_files AS f USING (r, filename)
+      QUALIFY row_number() OVER (PARTITION BY k.r ORDER BY k.rank DESC) = 1) AS n
+LEFT JOIN (SELECT r, bool_or(fin) AS finished FROM _hf_special GROUP BY r) AS e USING (r)
+LEFT JOIN (SELECT r, count(*) AS n, bool_or(NOT isfinite(loss)) AS diverged FROM _hf_steps GROUP BY r) AS s USING (r)
+LEFT JOIN (SELECT r, count(*) AS n, list_sort(list_distinct(list(metric))) AS metrics FROM _hf_evals GROUP BY r)
+    AS v USING (r)
 """
 
 #: contract table -> SELECT of its columns in contract order
 #: (epoch, lr and evaluation values are finite-only in the contract: non-finite -> NULL)
 SELECTS: dict[str, str] = {
     "steps": f"SELECT run_id, step, {_finite('epoch')}, loss, {_finite('lr')}, grad_norm, NULL::DOUBLE AS wall_time "
-             "FROM _hf_steps",
-    "evals": f"SELECT run_id, step, split, metric, {_finite('value')} FROM _hf_evals",
+             f"FROM _hf_steps JOIN {_RUNS} USING (r)",
+    "evals": f"SELECT run_id, step, split, metric, {_finite('value')} FROM _hf_evals JOIN {_RUNS} USING (r)",
 }
