@@ -76,9 +76,11 @@ def _configs_db(configs: int = 6, seeds: int = 50, steps: int = 100) -> Path:
         for name, typ in [("task", "VARCHAR"), ("seed", "BIGINT"), ("lr", "DOUBLE")]:
             con.execute(f'ALTER TABLE runs ADD COLUMN "{name}" {typ}')
         con.execute("CREATE OR REPLACE MACRO u(a, b) AS (hash(a, b) % 1000003) / 1000003.0")
+        # Run ids padded to 6 digits: lpad truncates longer text, so 4 digits repeated ids
+        # from run 10,000 on (and the selection's join multiplied the rows).
         con.execute(f"""
             CREATE TEMP TABLE gen AS
-            SELECT r, 'run' || lpad(r::VARCHAR, 4, '0') AS run_id, r % {configs} AS cfg, r // {configs} AS seed,
+            SELECT r, 'run' || lpad(r::VARCHAR, 6, '0') AS run_id, r % {configs} AS cfg, r // {configs} AS seed,
                    [1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4][r % {configs} + 1] AS lr,
                    u(r, 1) < (r % {configs}) * 0.06 AS failed
             FROM range({configs * seeds}) t(r)

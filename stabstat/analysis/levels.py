@@ -18,8 +18,10 @@ from stabstat.errors import SelectionError
 if TYPE_CHECKING:
     import polars as pl
 
-__all__ = ["LevelArrays", "group_rate", "level_arrays", "levels", "metric_values", "pair_arrays", "pair_by_seed",
-           "subset"]
+    from stabstat.analysis.columns import Columns
+
+__all__ = ["LevelArrays", "group_rate", "level_arrays", "level_arrays_from_columns", "levels", "levels_from_columns",
+           "metric_values", "pair_arrays", "pair_by_seed", "subset"]
 
 
 def levels(frame: pl.DataFrame, col: str) -> list[Any]:
@@ -68,7 +70,7 @@ class LevelArrays:
     column, a null seed, a repeated seed); failed/known: failed runs / runs with a known status.
     """
 
-    frame: pl.DataFrame
+    frame: pl.DataFrame | None
     values: np.ndarray
     successful: np.ndarray
     finite: np.ndarray
@@ -77,6 +79,8 @@ class LevelArrays:
     has_seed: bool
     failed: int
     known: int
+    #: Runs in the group (the frame's height), those without a value included.
+    n_runs: int = -1
 
     def rate(self, confidence: float) -> S.RateResult:
         """The failure rate with its interval (as :func:`group_rate` of the frame)."""
@@ -96,7 +100,59 @@ def level_arrays(frame: pl.DataFrame) -> LevelArrays:
         by_seed, seeds = ordered["value"].to_numpy(), ordered["seed"].to_list()
     known = frame["failed"].drop_nulls()
     return LevelArrays(frame, metric_values(frame), metric_values(frame, successful_only=True), ok["value"].to_numpy(),
-                       by_seed, seeds, has_seed, int(known.sum()), int(known.len()))
+                       by_seed, seeds, has_seed, int(known.sum()), int(known.len()), frame.height)
+
+
+def levels_from_columns(cols: Columns, col: str) -> list[Any] | None:
+    """:func:`levels` of a :class:`~stabstat.analysis.columns.Columns` (no polars), or None
+    when its values are floats that polars and Python may group differently (NaN, -0.0):
+    the caller then takes the frame."""
+    c = cols[col]
+    if c.data.dtype.kind == "f":
+        ok = c.data[~c.null]
+        if not np.all(np.isfinite(ok)) or np.any((ok == 0) & np.signbit(ok)):
+            return None
+    vals = list(dict.fromkeys(c.to_list()))
+    present = [v for v in vals if v is not None]
+    try:
+        present.sort()
+    except TypeError:
+        present.sort(key=str)
+    return present + ([None] if None in vals else [])
+
+
+def level_arrays_from_columns(cols: Columns, col: str) -> list[tuple[Any, LevelArrays]] | None:
+    """``[(level, LevelArrays)]`` for every level of ``col`` in :func:`levels` order, from
+    numpy columns: the same arrays as ``level_arrays(subset(frame, col, level))`` of the frame
+    of these columns (tests/test_compare_fast.py), without polars. None when the levels or the
+    seeds are floats (the frame path then decides, as it always did)."""
+    lvls = levels_from_columns(cols, col)
+    has_seed = "seed" in cols
+    if lvls is None or (has_seed and cols["seed"].data.dtype.kind == "f"):
+        return None
+    key = cols[col].to_list()
+    value, failed = cols["value"], cols["failed"]
+    finite_all = ~value.null & np.isfinite(value.filled(np.nan).astype(np.float64))
+    v_all = value.data.astype(np.float64, copy=False)
+    seed_all = cols["seed"].to_list() if has_seed else None
+    out = []
+    for lv in lvls:
+        rows = np.fromiter((k is None if lv is None else (k is not None and k == lv) for k in key), dtype=bool,
+                           count=len(key))
+        finite = rows & finite_all
+        vals = v_all[finite]
+        ok = finite & ~failed.null & ~failed.data.astype(bool)
+        by_seed: np.ndarray | None = None
+        seeds: list[Any] | None = None
+        if seed_all is not None:
+            s = [seed_all[i] for i in np.flatnonzero(finite)]
+            if None not in s and len(set(s)) == len(s):
+                order = sorted(range(len(s)), key=s.__getitem__)
+                by_seed, seeds = vals[order], [s[i] for i in order]
+        known = rows & ~failed.null
+        out.append((lv, LevelArrays(None, vals, v_all[ok], vals, by_seed, seeds, has_seed,
+                                    int((known & failed.data.astype(bool)).sum()), int(known.sum()), int(rows.sum()))))
+    return out
 
 
 def pair_arrays(a: LevelArrays, b: LevelArrays, paired: bool | str) -> tuple[np.ndarray, np.ndarray, bool]:

@@ -16,13 +16,14 @@ below" rule); ``Selection.fail_below`` fails runs strictly below a value instead
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stabstat import __version__
 from stabstat import stats as S
+from stabstat.analysis.columns import Column, Columns, bool_column, fetch_columns
 from stabstat.errors import QueryError, SelectionError
 
 if TYPE_CHECKING:
@@ -103,17 +104,36 @@ class Settings:
         return np.random.default_rng([self.seed, *salt])
 
 
-@dataclass
 class RunSet:
     """The selected runs: ``frame`` has one row per run with the columns ``run_id``,
     ``status``, one column per requested factor, ``seed`` (when a factor), ``task`` (when a
     factor), ``value`` (the metric), ``baseline``, ``failed`` (bool or null when no rule
-    applies), ``train_loss_final``, ``diverged``. ``settings`` says how they were chosen."""
+    applies), ``train_loss_final``, ``diverged``. ``settings`` says how they were chosen.
 
-    frame: pl.DataFrame
-    by: tuple[str, ...]
-    settings: dict[str, Any]
-    warnings: list[str] = field(default_factory=list)
+    :func:`select_runs` gives the same rows as numpy :attr:`columns` too and builds the polars
+    ``frame`` from them on first use (``compare`` reads the columns and never imports polars);
+    a RunSet made from a frame has no columns."""
+
+    def __init__(self, frame: pl.DataFrame | None, by: tuple[str, ...], settings: dict[str, Any],
+                 warnings: list[str] | None = None, *, columns: Columns | None = None) -> None:
+        if frame is None and columns is None:
+            raise ValueError("RunSet needs a frame or columns")
+        self._frame = frame
+        self.columns = columns
+        self.by = by
+        self.settings = settings
+        self.warnings = warnings if warnings is not None else []
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if self._frame is None:
+            assert self.columns is not None
+            self._frame = self.columns.to_frame()
+        return self._frame
+
+    def __repr__(self) -> str:
+        n = self.columns.height if self.columns is not None else self.frame.height
+        return f"RunSet({n} runs, by={self.by!r})"
 
 
 # --------------------------------------------------------------------------- factor names
@@ -212,9 +232,8 @@ def _selection_sql(store: Store, ids_sql: str, by_cols: Sequence[str], extra: Se
         ORDER BY s.run_id"""
 
 
-def _resolve_split(store: Store, selection: Selection, ids_sql: str, params: list[Any]) -> str:
-    splits = _scalar(store, f"SELECT DISTINCT split FROM evals WHERE run_id IN (SELECT run_id FROM ({ids_sql})) "
-                     "ORDER BY 1", params)
+def _resolve_split(selection: Selection, splits: list[str]) -> str:
+    """The split to analyse among ``splits`` (those the selected runs have, sorted)."""
     if not splits:
         raise SelectionError("the selected runs have no evaluations (evals table is empty for them); "
                              "nothing to analyse")
@@ -232,9 +251,12 @@ def _resolve_split(store: Store, selection: Selection, ids_sql: str, params: lis
 
 
 def _resolve_split_metric(store: Store, selection: Selection, ids_sql: str, params: list[Any]) -> tuple[str, str]:
-    split = _resolve_split(store, selection, ids_sql, params)
-    metrics = _scalar(store, f"SELECT DISTINCT metric FROM evals WHERE split = ? AND run_id IN "
-                      f"(SELECT run_id FROM ({ids_sql})) ORDER BY 1", [split, *params])
+    # One query for the (split, metric) pairs of the selected runs (it was two: splits, then
+    # the split's metrics).
+    pairs = store.con.execute(f"SELECT DISTINCT split, metric FROM evals WHERE run_id IN "
+                              f"(SELECT run_id FROM ({ids_sql})) ORDER BY 1, 2", list(params)).fetchall()
+    split = _resolve_split(selection, sorted({str(p[0]) for p in pairs}))
+    metrics = [m for sp, m in pairs if sp == split]
     metric = selection.metric
     if metric is None:
         if "accuracy" in metrics:
@@ -268,8 +290,6 @@ def select_runs(store: Store, by: Sequence[str] = (), *, selection: Selection | 
     QueryError
         ``selection.where`` is not valid SQL over the runs table.
     """
-    from stabstat.store import fetch_frame
-
     sel = selection or Selection()
     if sel.at not in ("final", "best"):
         raise SelectionError(f"--at must be 'final' or 'best', got {sel.at!r}")
@@ -282,20 +302,20 @@ def select_runs(store: Store, by: Sequence[str] = (), *, selection: Selection | 
     carried = [resolve_factor(store, name) for name in extra]
     factors = store.factors()
     extra = list(dict.fromkeys(c for c in ("seed", "task", *carried) if c in factors and c not in by_cols))
-    frame = fetch_frame(store.con, _selection_sql(store, ids_sql, by_cols, extra, sel.at),
-                        [*params, split, metric])
-    frame, excluded, warnings = _exclude_incomplete(frame, sel)
-    if frame.height == 0:
+    cols = fetch_columns(store.con, _selection_sql(store, ids_sql, by_cols, extra, sel.at), [*params, split, metric])
+    cols, excluded, warnings = _exclude_incomplete(cols, sel)
+    if cols.height == 0:
         raise SelectionError(f"no completed runs in the selection ({n_sel} matched, all with status "
                              f"{', '.join(excluded)}); use --include-incomplete to analyse them")
-    hib_values = frame["higher_is_better"].drop_nulls().unique().to_list()
+    hib = cols["higher_is_better"]
+    hib_values = list(dict.fromkeys(hib.data[~hib.null].tolist()))
     higher = bool(hib_values[0]) if len(hib_values) == 1 else True
     if len(hib_values) > 1:
         warnings.append(f"runs disagree on whether higher {metric} is better; higher is assumed better")
-    frame, fw = _apply_failure_rule(frame, sel, higher, metric)
+    cols, fw = _apply_failure_rule(cols, sel, higher, metric)
     warnings += fw
-    frame = frame.rename({f"__f{i}": c for i, c in enumerate(by_cols)} | {f"__x{i}": c for i, c in enumerate(extra)})
-    warnings += _pooling_and_missing_warnings(frame, by_cols, split, metric)
+    cols = cols.rename({f"__f{i}": c for i, c in enumerate(by_cols)} | {f"__x{i}": c for i, c in enumerate(extra)})
+    warnings += _pooling_and_missing_warnings(cols, by_cols, split, metric)
     settings = {
         "selection": sel.describe(),
         "metric": metric,
@@ -308,7 +328,7 @@ def select_runs(store: Store, by: Sequence[str] = (), *, selection: Selection | 
         "stabstat_version": __version__,
         "database": str(store.path),
     }
-    return RunSet(frame, tuple(by_cols), settings, warnings)
+    return RunSet(None, tuple(by_cols), settings, warnings, columns=cols)
 
 
 def _count_selected(store: Store, ids_sql: str, params: list[Any], sel: Selection) -> int:
@@ -330,33 +350,35 @@ def _count_selected(store: Store, ids_sql: str, params: list[Any], sel: Selectio
     return n_sel
 
 
-def _exclude_incomplete(frame: pl.DataFrame, sel: Selection) -> tuple[pl.DataFrame, dict[str, int], list[str]]:
+def _exclude_incomplete(cols: Columns, sel: Selection) -> tuple[Columns, dict[str, int], list[str]]:
     """Leave out runs in :data:`STATUSES_EXCLUDED` (unless ``include_incomplete``): the
-    frame, the counts left out per status and the warning saying so."""
-    import polars as pl
-
+    rows, the counts left out per status and the warning saying so."""
     warnings: list[str] = []
     excluded: dict[str, int] = {}
     if not sel.include_incomplete:
+        status = cols["status"].filled(None)
+        drop = np.zeros(cols.height, dtype=bool)
         for st in STATUSES_EXCLUDED:
-            k = int((frame["status"] == st).sum())
-            if k:
-                excluded[st] = k
-        frame = frame.filter(~pl.col("status").is_in(list(STATUSES_EXCLUDED)) | pl.col("status").is_null())
+            hit = status == st
+            if hit.any():
+                excluded[st] = int(hit.sum())
+                drop |= hit
+        if drop.any():
+            cols = cols.take(~drop)
         if excluded:
             warnings.append("left out (status): " + ", ".join(f"{v} {k}" for k, v in excluded.items())
                             + "; include them with --include-incomplete")
-    return frame, excluded, warnings
+    return cols, excluded, warnings
 
 
-def _pooling_and_missing_warnings(frame: pl.DataFrame, by_cols: Sequence[str], split: str, metric: str) -> list[str]:
+def _pooling_and_missing_warnings(cols: Columns, by_cols: Sequence[str], split: str, metric: str) -> list[str]:
     warnings: list[str] = []
-    if "task" in frame.columns and "task" not in by_cols:
-        tasks = frame["task"].drop_nulls().unique().sort().to_list()
+    if "task" in cols and "task" not in by_cols:
+        tasks = sorted(set(v for v in cols["task"].to_list() if v is not None))
         if len(tasks) > 1:
             warnings.append(f"the selection pools {len(tasks)} tasks ({', '.join(map(str, tasks))}); "
                             "add --filter task=NAME to analyse one")
-    n_missing = int(frame["value"].is_null().sum())
+    n_missing = int(cols["value"].null.sum())
     if n_missing:
         warnings.append(f"{n_missing} run(s) have no {split}/{metric} value: counted as failed, "
                         "left out of the metric statistics")
@@ -388,38 +410,42 @@ def failure_rule_text(selection: Selection, metric: str, higher: bool, *, senten
     return f"{metric} {thr}{option}, or diverged, or no value"
 
 
-def _apply_failure_rule(frame: pl.DataFrame, sel: Selection, higher: bool, metric: str
-                        ) -> tuple[pl.DataFrame, list[str]]:
+def _apply_failure_rule(cols: Columns, sel: Selection, higher: bool, metric: str
+                        ) -> tuple[Columns, list[str]]:
     """Add ``baseline`` (the threshold per run) and ``failed`` (null when unknown: no
-    baseline); the warning when some runs' failure is unknown."""
-    import polars as pl
+    baseline); the warning when some runs' failure is unknown.
 
-    warnings: list[str] = []
-    value = pl.col("value")
-    if sel.fail_below is not None:
-        thr = float(sel.fail_below)
-        base = pl.lit(thr)
-        bad = (value < thr) if higher else (value > thr)
+    ``failed``, in order: diverged, or stopped (early, as doomed: ``--stop-doomed``), or no
+    value -> True; else no baseline -> null; else the comparison with the threshold."""
+    value, n = cols["value"], cols.height
+    if sel.fail_below is not None or sel.baseline is not None:
+        thr = float(sel.fail_below if sel.fail_below is not None else sel.baseline)  # type: ignore[arg-type]
+        base = Column(np.full(n, thr), np.zeros(n, dtype=bool), "DOUBLE")
     else:
-        base = pl.lit(float(sel.baseline)) if sel.baseline is not None else pl.col("majority")
-        # A tolerance: the metric and the majority score may be computed in different ways
-        # (e.g. 146/277 as a mean of predictions vs as a count ratio) and differ in the last bit.
-        bad = (value <= base + BASELINE_TOLERANCE) if higher else (value >= base - BASELINE_TOLERANCE)
-    frame = frame.with_columns(baseline=base.cast(pl.Float64))
-    failed = (
-        pl.when(pl.col("diverged").fill_null(False)).then(True)
-        .when(pl.col("status") == "stopped").then(True)  # stopped early as doomed (--stop-doomed)
-        .when(value.is_null()).then(True)
-        .when(pl.col("baseline").is_null()).then(None)
-        .otherwise(bad)
-    )
-    frame = frame.with_columns(failed=failed.cast(pl.Boolean))
-    n_stopped = int((frame["status"] == "stopped").sum())
+        maj = cols["majority"]
+        base = Column(maj.data.astype(np.float64), maj.null, "DOUBLE")
+    v = value.filled(np.nan).astype(np.float64)
+    b = base.filled(np.nan)
+    with np.errstate(invalid="ignore"):
+        if sel.fail_below is not None:
+            bad = (v < b) if higher else (v > b)
+        else:
+            # A tolerance: the metric and the majority score may be computed in different ways
+            # (e.g. 146/277 as a mean of predictions vs as a count ratio) and differ in the last bit.
+            bad = (v <= b + BASELINE_TOLERANCE) if higher else (v >= b - BASELINE_TOLERANCE)
+    status = cols["status"].filled(None)
+    stopped = status == "stopped"
+    surely = cols["diverged"].filled(False).astype(bool) | stopped | value.null
+    failed = surely | bad
+    unknown_rule = ~surely & base.null
+    cols = cols.with_column("baseline", base).with_column("failed", bool_column(failed & ~unknown_rule, unknown_rule))
+    warnings: list[str] = []
+    n_stopped = int(stopped.sum())
     if n_stopped:
         warnings.append(f"{n_stopped} run(s) stopped early by their --stop-doomed rule (status stopped): "
                         "counted as failed; leave them out with --where \"status <> 'stopped'\"")
-    unknown = int(frame["failed"].is_null().sum())
+    unknown = int(unknown_rule.sum())
     if unknown:
         warnings.append(f"{unknown} run(s) have no stored majority baseline for {metric}: failure unknown; "
                         "pass --baseline VALUE or --fail-below VALUE")
-    return frame, warnings
+    return cols, warnings

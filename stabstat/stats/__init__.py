@@ -39,8 +39,9 @@ One concept each; import from the package (``from stabstat import stats as S``):
 Imports point one way: ``_common`` and ``results`` import nothing of the project;
 ``resampling`` imports them; the other modules import those (``resampling`` only where they
 resample) plus, for ``variance``, ``bootstrap`` and, for ``trends``, ``proportions``.
-Importing the package imports numpy and ``scipy.special`` (not ``scipy.stats``), as the
-single module did; statsmodels is imported on first use.
+Importing the package imports numpy, ``_common`` and ``results`` only; every other name
+loads its module on first use (``S.bootstrap_ci`` imports ``bootstrap`` and so numpy's and
+``scipy.special``'s ufuncs, never ``scipy.stats``); statsmodels is imported on first use.
 
 References
 ----------
@@ -61,6 +62,12 @@ stratified bootstrap, probability of improvement).
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# aso, expected_max and multibootstrap share their name with their module (``S.aso`` must stay the function even
+# after ``import stabstat.stats.aso`` sets the package attribute), so they load eagerly;
+# the rest of the names load lazily (``__getattr__`` below).
 from stabstat.stats._common import (
     AUTO_TEXT,
     CI_METHODS,
@@ -75,15 +82,6 @@ from stabstat.stats._common import (
     seed_warnings,
 )
 from stabstat.stats.aso import ASO_THRESHOLD, AsoResult, aso, aso_matrix, violation_ratio
-from stabstat.stats.bootstrap import (
-    bootstrap_ci,
-    bootstrap_correlation,
-    bootstrap_diff,
-    bootstrap_groups,
-    bootstrap_statistics,
-    probability_of_improvement,
-)
-from stabstat.stats.components import ComponentsResult, VarianceComponent, variance_components
 from stabstat.stats.expected_max import (
     ExpectedMaxResult,
     expected_max,
@@ -96,26 +94,6 @@ from stabstat.stats.multibootstrap import (
     example_metric,
     multibootstrap,
 )
-from stabstat.stats.multiple import adjust_pvalues, benjamini_hochberg, holm
-from stabstat.stats.permutation import permutation_test, trend_permutation_test
-from stabstat.stats.power import (
-    EXACT_MAX_N,
-    bootstrap_power,
-    ci_width_n,
-    fisher_power,
-    normal_n,
-    normal_power,
-    pilot_sd_interval,
-)
-from stabstat.stats.proportions import (
-    clopper_pearson_interval,
-    failure_rate,
-    fisher_exact,
-    newcombe_diff,
-    rate_interval,
-    wilson_interval,
-)
-from stabstat.stats.resampling import compute_statistic, draw_counts, iqm
 from stabstat.stats.results import (
     BootstrapResult,
     RateDiffResult,
@@ -123,18 +101,113 @@ from stabstat.stats.results import (
     TestResult,
     TrendResult,
 )
-from stabstat.stats.sequential import (
-    ConfidenceSequence,
-    asymptotic_cs,
-    asymptotic_diff_cs,
-    betting_cs,
-    betting_diff_cs,
-    betting_p_values,
-    rate_cs,
-)
-from stabstat.stats.stratified import stratified_bootstrap, stratified_bootstrap_groups
-from stabstat.stats.trends import logistic_regression, logistic_trend
-from stabstat.stats.variance import brown_forsythe, sd_ratio_ci
+
+if TYPE_CHECKING:  # the names below load with their module on first use (__getattr__)
+    from stabstat.stats.bootstrap import (
+        bootstrap_ci,
+        bootstrap_correlation,
+        bootstrap_diff,
+        bootstrap_groups,
+        bootstrap_statistics,
+        probability_of_improvement,
+    )
+    from stabstat.stats.components import ComponentsResult, VarianceComponent, variance_components
+    from stabstat.stats.multiple import adjust_pvalues, benjamini_hochberg, holm
+    from stabstat.stats.permutation import permutation_test, trend_permutation_test
+    from stabstat.stats.power import (
+        EXACT_MAX_N,
+        bootstrap_power,
+        ci_width_n,
+        fisher_power,
+        normal_n,
+        normal_power,
+        pilot_sd_interval,
+    )
+    from stabstat.stats.proportions import (
+        clopper_pearson_interval,
+        failure_rate,
+        fisher_exact,
+        newcombe_diff,
+        rate_interval,
+        wilson_interval,
+    )
+    from stabstat.stats.resampling import compute_statistic, draw_counts, iqm
+    from stabstat.stats.sequential import (
+        ConfidenceSequence,
+        asymptotic_cs,
+        asymptotic_diff_cs,
+        betting_cs,
+        betting_diff_cs,
+        betting_p_values,
+        rate_cs,
+    )
+    from stabstat.stats.stratified import stratified_bootstrap, stratified_bootstrap_groups
+    from stabstat.stats.trends import logistic_regression, logistic_trend
+    from stabstat.stats.variance import brown_forsythe, sd_ratio_ci
+
+#: Public name -> the submodule that defines it, imported on first access (PEP 562): a
+#: command loads only the statistics it uses (``compare`` does not load aso, components,
+#: power, expected_max, sequential, multibootstrap, trends or stratified: ~20-40 ms of CLI
+#: start-up).
+_LAZY: dict[str, str] = {
+    "bootstrap_ci": "bootstrap",
+    "bootstrap_correlation": "bootstrap",
+    "bootstrap_diff": "bootstrap",
+    "bootstrap_groups": "bootstrap",
+    "bootstrap_statistics": "bootstrap",
+    "probability_of_improvement": "bootstrap",
+    "ComponentsResult": "components",
+    "VarianceComponent": "components",
+    "variance_components": "components",
+    "adjust_pvalues": "multiple",
+    "benjamini_hochberg": "multiple",
+    "holm": "multiple",
+    "permutation_test": "permutation",
+    "trend_permutation_test": "permutation",
+    "EXACT_MAX_N": "power",
+    "bootstrap_power": "power",
+    "ci_width_n": "power",
+    "fisher_power": "power",
+    "normal_n": "power",
+    "normal_power": "power",
+    "pilot_sd_interval": "power",
+    "clopper_pearson_interval": "proportions",
+    "failure_rate": "proportions",
+    "fisher_exact": "proportions",
+    "newcombe_diff": "proportions",
+    "rate_interval": "proportions",
+    "wilson_interval": "proportions",
+    "compute_statistic": "resampling",
+    "draw_counts": "resampling",
+    "iqm": "resampling",
+    "ConfidenceSequence": "sequential",
+    "asymptotic_cs": "sequential",
+    "asymptotic_diff_cs": "sequential",
+    "betting_cs": "sequential",
+    "betting_diff_cs": "sequential",
+    "betting_p_values": "sequential",
+    "rate_cs": "sequential",
+    "stratified_bootstrap": "stratified",
+    "stratified_bootstrap_groups": "stratified",
+    "logistic_regression": "trends",
+    "logistic_trend": "trends",
+    "brown_forsythe": "variance",
+    "sd_ratio_ci": "variance",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ASO_THRESHOLD",

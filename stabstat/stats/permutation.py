@@ -60,7 +60,18 @@ def permutation_test(
     if paired:
         if xa.size != xb.size:
             raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
-        swap = gen.random((resamples, xa.size)) < 0.5
+        u = gen.random((resamples, xa.size))  # (R, n): pair i of resample r swapped when < 0.5
+        if statistic == "mean":
+            # mean(a*) - mean(b*) = (sum(d) - 2 * sum of the swapped d_i) / n with d = a - b:
+            # one matrix-vector product over the 0/1 swap matrix instead of two (R, n)
+            # arrays of swapped values and their means (the same draws; the statistic equal
+            # to ~1e-16, far inside the tolerance below). einsum, not `@`: a threaded BLAS
+            # gemv took 15 ms instead of 0.3 ms on a loaded 2-core machine.
+            d = xa - xb
+            np.less(u, 0.5, out=u)
+            t_b = (d.sum() - 2.0 * np.einsum("rn,n->r", u, d)) / xa.size
+            return _p_value(name, t_obs, t_b, alternative, resamples, (xa.size, xb.size))
+        swap = u < 0.5
         pa = np.where(swap, xb, xa)
         pb = np.where(swap, xa, xb)
     else:
@@ -69,6 +80,12 @@ def permutation_test(
         z = pooled[perm]
         pa, pb = z[:, : xa.size], z[:, xa.size:]
     t_b = compute_statistic(statistic, pa, axis=1) - compute_statistic(statistic, pb, axis=1)
+    return _p_value(name, t_obs, t_b, alternative, resamples, (xa.size, xb.size))
+
+
+def _p_value(name: str, t_obs: float, t_b: np.ndarray, alternative: str, resamples: int,
+             n: tuple[int, int]) -> TestResult:
+    """The Monte-Carlo p-value of ``t_obs`` among the ``(R,)`` permutation statistics ``t_b``."""
     # Tolerance: the same difference computed in another order may differ in the last bits.
     tol = 1e-12 * max(1.0, abs(t_obs))
     if alternative == "greater":
@@ -78,8 +95,7 @@ def permutation_test(
     else:
         extreme = np.count_nonzero(np.abs(t_b) >= abs(t_obs) - tol)
     p = (1.0 + extreme) / (1.0 + resamples)
-    return TestResult(name if alternative == "two-sided" else f"{name}, {alternative}", t_obs, float(p),
-                      (xa.size, xb.size))
+    return TestResult(name if alternative == "two-sided" else f"{name}, {alternative}", t_obs, float(p), n)
 
 
 def trend_permutation_test(
