@@ -4,11 +4,13 @@ The database is generated directly with DuckDB SQL into a real stabstat store (t
 ``Store.open(read_only=False)``), which takes seconds instead of writing 2,000 run directories.
 Measured, interleaved, medians over repeats:
 
-* ``report build``: :func:`stabstat.report.build_report` + ``to_html`` (ours) against a plain
-  DuckDB aggregate of the same data (reference): the per-run final metric and the
-  per-(run, 10-step) mean loss and per-(layer, step) median gradient norm, fetched to Arrow.
-  The ratio says how much the statistics, the chart building and the page cost on top of
-  just touching the data once.
+* ``report build``: :func:`stabstat.report.build_report` + ``to_html`` (ours) against plain
+  DuckDB SQL computing the aggregates the page shows (reference, :func:`_reference`): the
+  per-run final metric, the loss bands, the per-layer gradient quartiles of per-run
+  geometric means, the collapse table's per-run lower-layer norms and loss windows, fetched
+  to Arrow. The ratio says how much the statistics, the chart building and the page cost on
+  top of computing the page's aggregates. A second row keeps the first passes' reference
+  (each table read once, not the page's aggregates) for comparison.
 * ``page size``: bytes of the HTML file, against the documented budget
   (:data:`stabstat.report.PAGE_BUDGET_BYTES`).
 * ``browser render``: seconds until headless Chromium has drawn every chart (file://, network
@@ -114,7 +116,50 @@ def generate_db(path: Path, *, runs: int, steps: int, configs: int, layers: int,
 
 
 def _reference(db: Path) -> float:
-    """A plain DuckDB pass over the same data the report aggregates, fetched to Arrow."""
+    """Plain DuckDB SQL computing the aggregates the page shows, each fetched to Arrow.
+
+    Written as anyone would write it (one statement per figure or table, nothing shared):
+    the per-run final metric (the metric and failure figures, the statistics' input); the
+    loss bands (each run's mean loss per 10-step bucket, then 10/50/90 % quantiles over runs
+    per configuration); the per-layer gradient figures (each run's geometric-mean norm per
+    layer and 20-step bucket, then quartiles over runs); the collapse table (the lower
+    layers' combined norm per run and step, then its first value and median per run; the
+    first and last 10 losses per run). The report also computes the statistics
+    (bootstrap CIs, permutation tests), builds the charts and writes the page.
+    """
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute("SET enable_progress_bar = false")
+    for sql in _REFERENCE_SQL:
+        con.sql(sql).to_arrow_table()
+    con.close()
+    return time.perf_counter() - t0
+
+
+_REFERENCE_SQL = [
+    "SELECT * FROM run_summary WHERE split = 'dev' AND metric = 'accuracy'",
+    """WITH per_run AS (SELECT run_id, (step - 1) // 10 AS b, avg(loss) AS loss
+                       FROM steps GROUP BY ALL)
+       SELECT r.bias_correction, p.b, quantile_cont(p.loss, [0.1, 0.5, 0.9])
+       FROM per_run p JOIN runs r USING (run_id) GROUP BY ALL""",
+    """WITH per_run AS (SELECT run_id, layer, (step - 1) // 20 AS b,
+                              exp(avg(ln(grad_norm))) AS g
+                       FROM layer_grads GROUP BY ALL)
+       SELECT layer, b, quantile_cont(g, [0.25, 0.5, 0.75]) FROM per_run GROUP BY ALL""",
+    """WITH lower AS (SELECT run_id, step, sqrt(sum(grad_norm * grad_norm)) AS norm
+                     FROM layer_grads WHERE depth <= 2 GROUP BY ALL)
+       SELECT run_id, arg_min(norm, step), median(norm) FROM lower GROUP BY run_id""",
+    "SELECT run_id, min_by(loss, step, 10), max_by(loss, step, 10) FROM steps GROUP BY run_id",
+]
+
+
+def _reference_first_passes(db: Path) -> float:
+    """The reference of issue 18's first two passes, kept for comparison: the final metric, the
+    mean loss per (run, 10-step bucket) and the median raw norm per (layer, 20-step bucket):
+    each table read once, but not the page's aggregates (no per-run gradient summaries, no
+    collapse table)."""
     import duckdb
 
     t0 = time.perf_counter()
@@ -152,10 +197,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         gen_s = time.perf_counter() - t0
         out = Path(tmp) / "report.html"
         report_mod.javascript_bundle()  # built once and cached; not part of a report's cost
-        ours, ref = [], []
+        ours, ref, ref_old = [], [], []
         for _ in range(repeats):
             ref.append(_reference(db))
             ours.append(_ours(db, out))
+            ref_old.append(_reference_first_passes(db))
         size = out.stat().st_size
         label = f"{sizes['runs']} runs x {sizes['steps']} steps"
         note = (f"{sizes['configs']} configs, {sizes['layers']} layers at every step "
@@ -164,8 +210,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         o, r = statistics.median(ours), statistics.median(ref)
         rows.append({"benchmark": f"report build, {label}", "ours": o, "reference": r,
                      "unit": "s", "ratio": o / r,
-                     "target": "<= 2 (issue 18); reference = plain DuckDB aggregate of the same data",
+                     "target": "<= 2 (issue 18); reference = plain DuckDB SQL of the page's "
+                               "aggregates",
                      "note": note})
+        r_old = statistics.median(ref_old)
+        rows.append({"benchmark": f"report build vs the first passes' reference, {label}",
+                     "ours": o, "reference": r_old, "unit": "s", "ratio": o / r_old,
+                     "target": "for comparison with issue 18's earlier figures",
+                     "note": "reference: final metric, loss per (run, bucket), median raw norm "
+                             "per (layer, bucket): each table once, not the page's aggregates"})
         budget = report_mod.PAGE_BUDGET_BYTES
         rows.append({"benchmark": f"report page size, {label}", "ours": size / 1e6,
                      "reference": budget / 1e6, "unit": "MB", "ratio": size / budget,

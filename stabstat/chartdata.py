@@ -67,7 +67,10 @@ class _Registered:
     """The runs frame as a temporary DuckDB table for one query.
 
     A temp table works on read-only connections; registering an Arrow table would make DuckDB
-    import pandas (see docs/architecture.md).
+    import pandas (see docs/architecture.md). Besides ``run_id``, ``config`` and ``failed`` it
+    holds ``k``, the run's row number: the big aggregates group by that integer instead of
+    the ``run_id`` string (measured ~10% less time for the per-run buckets of 36 M rows).
+    ``whole`` says whether the table holds every run of the store (see :func:`_max_step`).
     """
 
     def __init__(self, con: Any, runs: pl.DataFrame, name: str) -> None:
@@ -78,18 +81,51 @@ class _Registered:
             pl.col("failed").cast(pl.Boolean).fill_null(False),
         )
         self.columns = [frame.get_column(c).to_list() for c in frame.columns]
+        self.whole = False
 
     def __enter__(self) -> str:
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {self.name} AS SELECT "
             "unnest(?::VARCHAR[]) AS run_id, unnest(?::VARCHAR[]) AS config, "
-            "unnest(?::BOOLEAN[]) AS failed",
-            self.columns,
+            "unnest(?::BOOLEAN[]) AS failed, "
+            "unnest(range(len(?::VARCHAR[])))::INTEGER AS k",
+            [*self.columns, self.columns[0]],
         )
+        self.whole = _covers_store(self.con, self.name)
         return self.name
 
     def __exit__(self, *exc: object) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {self.name}")
+
+
+def _covers_store(con: Any, sel: str) -> bool:
+    """Whether the temp table ``sel`` names every run of the store's ``runs`` table (2,000
+    rows against 2,000: milliseconds); False on a database without one (a bare connection)."""
+    import duckdb
+
+    try:
+        missing = _frame(
+            con, f"SELECT count(*) AS n FROM runs WHERE run_id NOT IN (SELECT run_id FROM {sel})"
+        ).item()
+    except duckdb.CatalogException:
+        return False
+    return bool(missing == 0)
+
+
+def _max_step(con: Any, table: str, sel: _Registered) -> int | None:
+    """The largest ``step`` of ``table`` among the runs of ``sel``.
+
+    When ``sel`` holds every run of the store this is the whole table's maximum, which DuckDB
+    answers from its column statistics without reading a row (0.3 s less over 36 M layer
+    rows): the store's tables hold rows of the runs in ``runs`` only (the ingest inserts and
+    deletes a run in every table in one transaction).
+    """
+    if sel.whole:
+        sql = f"SELECT max(step) AS m FROM {table}"
+    else:
+        sql = f"SELECT max(t.step) AS m FROM {table} t JOIN {sel.name} r USING (run_id)"
+    m = _frame(con, sql).item()
+    return None if m is None else int(m)
 
 
 def _check_runs(runs: pl.DataFrame, what: str) -> None:
@@ -121,10 +157,9 @@ def loss_curves_data(
     n = runs.height
     if n == 0:
         return pl.DataFrame()
-    with _Registered(con, runs, "_stabstat_sel_runs") as sel:
-        max_step = _frame(
-            con, f"SELECT max(s.step) AS m FROM steps s JOIN {sel} r USING (run_id)"
-        ).item()
+    reg = _Registered(con, runs, "_stabstat_sel_runs")
+    with reg as sel:
+        max_step = _max_step(con, "steps", reg)
         if max_step is None:
             return pl.DataFrame()
         if n <= max_runs:
@@ -144,20 +179,20 @@ def loss_curves_data(
             w = bucket_width(max_step, points)
             sql = f"""
                 WITH per_run AS (
-                    SELECT s.run_id, r.config,
-                           CASE WHEN r.failed THEN 'failed' ELSE 'successful' END AS status,
-                           ((s.step - 1) // {w}) * {w} + 1 AS step,
+                    SELECT r.k, (s.step - 1) // {w} AS b,
                            favg(s.loss) FILTER (WHERE isfinite(s.loss)) AS loss
                     FROM steps s JOIN {sel} r USING (run_id)
                     WHERE s.loss IS NOT NULL
-                    GROUP BY ALL
+                    GROUP BY r.k, (s.step - 1) // {w}
                 )
                 SELECT config, status, step, q[1] AS q10, q[2] AS median, q[3] AS q90, runs
                 FROM (
-                    SELECT config, status, step,
-                           quantile_cont(loss, [0.1, 0.5, 0.9]) AS q,
+                    SELECT r.config,
+                           CASE WHEN r.failed THEN 'failed' ELSE 'successful' END AS status,
+                           p.b * {w} + 1 AS step,
+                           quantile_cont(p.loss, [0.1, 0.5, 0.9]) AS q,
                            count(*) AS runs
-                    FROM per_run WHERE loss IS NOT NULL
+                    FROM per_run p JOIN {sel} r USING (k) WHERE p.loss IS NOT NULL
                     GROUP BY ALL
                 )
                 ORDER BY config, status, step
@@ -185,10 +220,9 @@ def layer_gradients_data(
     con = _con(store)
     if runs.height == 0:
         return pl.DataFrame()
-    with _Registered(con, runs, "_stabstat_sel_runs") as sel:
-        max_step = _frame(
-            con, f"SELECT max(g.step) AS m FROM layer_grads g JOIN {sel} r USING (run_id)"
-        ).item()
+    reg = _Registered(con, runs, "_stabstat_sel_runs")
+    with reg as sel:
+        max_step = _max_step(con, "layer_grads", reg)
         if max_step is None:
             return pl.DataFrame()
         w = bucket_width(max_step, points)
@@ -196,25 +230,25 @@ def layer_gradients_data(
         # magnitude, and every run then weighs the same however many steps it logged - and
         # quantiles over runs. Quantiles over all 36M raw rows of a big sweep cost 10x more.
         # The three quartiles come from one quantile_cont call (one sort per group, the same
-        # interpolated values as three calls; 30% less time for this stage).
+        # interpolated values as three calls; 30% less time for this stage). Stage one
+        # groups by the run's integer ``k`` and the bucket's index (the join replaces an IN
+        # filter that hashed every row's run_id anyway): 1.8 M groups of small keys.
         sql = f"""
             WITH per_run AS (
-                SELECT g.run_id, g.layer, min(g.depth) AS depth,
-                       ((g.step - 1) // {w}) * {w} + 1 AS step,
+                SELECT r.k, g.layer, min(g.depth) AS depth, (g.step - 1) // {w} AS b,
                        exp(favg(ln(g.grad_norm))) AS norm
-                FROM layer_grads g
-                WHERE g.run_id IN (SELECT run_id FROM {sel})
-                  AND isfinite(g.grad_norm) AND g.grad_norm > 0
-                GROUP BY g.run_id, g.layer, ((g.step - 1) // {w}) * {w} + 1
+                FROM layer_grads g JOIN {sel} r USING (run_id)
+                WHERE isfinite(g.grad_norm) AND g.grad_norm > 0
+                GROUP BY r.k, g.layer, (g.step - 1) // {w}
             )
             SELECT status, layer, depth, step, q[1] AS q25, q[2] AS median, q[3] AS q75, runs
             FROM (
                 SELECT CASE WHEN r.failed THEN 'failed' ELSE 'successful' END AS status,
-                       p.layer, min(p.depth) AS depth, p.step,
+                       p.layer, min(p.depth) AS depth, p.b * {w} + 1 AS step,
                        quantile_cont(p.norm, [0.25, 0.5, 0.75]) AS q,
                        count(*) AS runs
-                FROM per_run p JOIN {sel} r USING (run_id)
-                GROUP BY status, p.layer, p.step
+                FROM per_run p JOIN {sel} r USING (k)
+                GROUP BY status, p.layer, p.b
             )
             ORDER BY status, depth, layer, step
         """

@@ -32,6 +32,7 @@ from stabstat.analysis.selection import RunSet, Selection, Settings, select_runs
 from stabstat.errors import SelectionError
 
 if TYPE_CHECKING:
+    import duckdb
     import polars as pl
 
     from stabstat.store import Store
@@ -58,11 +59,13 @@ def gradients(store: Store, *, by: str | None = None, selection: Selection | Non
                            max_depth=max_depth, steps=steps, collapse_factor=collapse_factor, plateau=plateau)
 
 
-def gradients_frame(store: Store, runset: RunSet, *, by: str | None = None, settings: Settings | None = None,
+def gradients_frame(store: Store | duckdb.DuckDBPyConnection, runset: RunSet, *, by: str | None = None,
+                    settings: Settings | None = None,
                     max_depth: int = 2, steps: int | None = None, collapse_factor: float = 10.0,
                     plateau: float = 0.8, per_layer: bool = True, ratio_test: bool = True) -> AnalysisResult:
     """:func:`gradients` of an already selected ``runset`` (``by``: one of its factors, or None
-    to group by failure status only). ``per_layer=False`` skips the per-layer section
+    to group by failure status only; ``store`` may also be a DuckDB connection to the store's
+    database, e.g. a cursor of another thread). ``per_layer=False`` skips the per-layer section
     (``sections["layers"]`` empty; it reads every layer's norms, the costliest query) and
     ``ratio_test=False`` the bootstrap of the log10-ratio median difference: the report
     shows neither. The other rows are the same either way.
@@ -71,7 +74,8 @@ def gradients_frame(store: Store, runset: RunSet, *, by: str | None = None, sett
 
     cfg = settings or Settings()
     frame = runset.frame
-    t = _norm_tables(store, frame["run_id"].to_list(), max_depth, steps, per_layer=per_layer)
+    con: duckdb.DuckDBPyConnection = store.con if hasattr(store, "con") else store
+    t = _norm_tables(con, frame["run_id"].to_list(), max_depth, steps, per_layer=per_layer)
     norms = pl.concat([t.layer, t.total], how="vertical_relaxed") if t.total.height else t.layer
     if norms.height == 0:
         raise SelectionError("the selected runs have neither per-layer gradient norms (layer_grads) nor a "
@@ -109,31 +113,33 @@ class _NormTables(NamedTuple):
     per_depth: pl.DataFrame  #: run_id, layer, depth, ratio (median / first norm of that layer)
 
 
-def _norm_tables(store: Store, ids: list[str], max_depth: int, steps: int | None, *,
+def _norm_tables(con: duckdb.DuckDBPyConnection, ids: list[str], max_depth: int, steps: int | None, *,
                  per_layer: bool = True) -> _NormTables:
     """The per-run gradient-norm and loss summaries of the runs ``ids`` (first ``steps`` steps);
     ``per_depth`` is left empty unless ``per_layer``."""
     from stabstat.store import fetch_frame
 
     step_cap = "" if steps is None else f" AND step <= {int(steps)}"
-    con = store.con
-    con.execute("CREATE OR REPLACE TEMP TABLE __sel_ids AS SELECT unnest(?::VARCHAR[]) AS run_id", [ids])
+    # ``k``: the run's integer key, which the per-step aggregate groups by instead of the
+    # run_id string (4 M (run, step) groups of a big sweep: a third faster).
+    con.execute("CREATE OR REPLACE TEMP TABLE __sel_ids AS SELECT unnest(?::VARCHAR[]) AS run_id, "
+                "unnest(range(len(?::VARCHAR[])))::INTEGER AS k", [ids, ids])
     try:
+        # The first norm (arg_min by step) and the median come from one aggregate per run over
+        # its per-step lower-layer norms; steps are unique there, so arg_min has no ties.
         layer = fetch_frame(con, f"""
-            WITH lg AS (SELECT * FROM layer_grads WHERE run_id IN (SELECT run_id FROM __sel_ids){step_cap}),
-            lower AS (SELECT run_id, step, sqrt(sum(grad_norm * grad_norm)) AS norm
-                      FROM lg WHERE depth <= ? GROUP BY run_id, step),
-            firsts AS (SELECT run_id, arg_min(norm, step) AS first_norm FROM lower GROUP BY run_id)
-            SELECT l.run_id, f.first_norm, median(l.norm) AS median_norm, count(*) AS n_steps, 'layers' AS source
-            FROM lower l JOIN firsts f USING (run_id) GROUP BY l.run_id, f.first_norm""", [max_depth])
-        total = fetch_frame(con, f"""
-            WITH st AS (SELECT run_id, step, grad_norm AS norm FROM steps
-                        WHERE run_id IN (SELECT run_id FROM __sel_ids)
-                          AND run_id NOT IN (SELECT DISTINCT run_id FROM layer_grads)
-                          AND grad_norm IS NOT NULL AND isfinite(grad_norm){step_cap}),
-            firsts AS (SELECT run_id, arg_min(norm, step) AS first_norm FROM st GROUP BY run_id)
-            SELECT s.run_id, f.first_norm, median(s.norm) AS median_norm, count(*) AS n_steps, 'total' AS source
-            FROM st s JOIN firsts f USING (run_id) GROUP BY s.run_id, f.first_norm""", None)
+            WITH lower AS (SELECT s.k, g.step, sqrt(sum(g.grad_norm * g.grad_norm)) AS norm
+                           FROM layer_grads g JOIN __sel_ids s USING (run_id)
+                           WHERE g.depth <= ?{step_cap.replace("step", "g.step")}
+                           GROUP BY s.k, g.step),
+            per_run AS (SELECT k, arg_min(norm, step) AS first_norm, median(norm) AS median_norm,
+                               count(*) AS n_steps
+                        FROM lower GROUP BY k)
+            SELECT s.run_id, p.first_norm, p.median_norm, p.n_steps, 'layers' AS source
+            FROM per_run p JOIN __sel_ids s USING (k)""", [max_depth])
+        # Runs without per-layer norms fall back on the total grad_norm. When every run has
+        # lower-layer rows there are none, and the scan of all layer run_ids is skipped.
+        total = _total_norms(con, layer.height < len(ids), step_cap)
         # Start and end windows: the first and last quarter of the logged losses, at most 10
         # each (HF Trainer logs have few points; the windows must not overlap). min_by/max_by
         # keep the 10 first/last losses per run inside the aggregate (no sort of every step,
@@ -160,6 +166,23 @@ def _norm_tables(store: Store, ids: list[str], max_depth: int, steps: int | None
     finally:
         con.execute("DROP TABLE IF EXISTS __sel_ids")
     return _NormTables(layer, total, losses, per_depth)
+
+
+def _total_norms(con: duckdb.DuckDBPyConnection, needed: bool, step_cap: str) -> pl.DataFrame:
+    """First and median total ``grad_norm`` of the runs of ``__sel_ids`` without any
+    ``layer_grads`` row (``run_id, first_norm, median_norm, n_steps, source='total'``); the
+    query is run only when ``needed`` (an empty frame of the same columns otherwise)."""
+    from stabstat.store import fetch_frame
+
+    only_if = "" if needed else " AND false"
+    return fetch_frame(con, f"""
+        WITH st AS (SELECT run_id, step, grad_norm AS norm FROM steps
+                    WHERE run_id IN (SELECT run_id FROM __sel_ids){only_if}
+                      AND run_id NOT IN (SELECT DISTINCT run_id FROM layer_grads)
+                      AND grad_norm IS NOT NULL AND isfinite(grad_norm){step_cap}),
+        firsts AS (SELECT run_id, arg_min(norm, step) AS first_norm FROM st GROUP BY run_id)
+        SELECT s.run_id, f.first_norm, median(s.norm) AS median_norm, count(*) AS n_steps, 'total' AS source
+        FROM st s JOIN firsts f USING (run_id) GROUP BY s.run_id, f.first_norm""", None)
 
 
 def _groups(runs: pl.DataFrame, by: str | None, confidence: float) -> list[GradientGroup]:

@@ -46,10 +46,10 @@ def early_curves(frame: pl.DataFrame, *, target: float | None = 0.95, title: str
     y = alt.Scale(domain=[0, 1])
     layers: list[Any] = [
         alt.Chart().mark_area(opacity=0.15).encode(x=x, y=alt.Y("ci_low:Q", scale=y, title="share"),
-                                                   y2="ci_high:Q", color=color),
+                                                   y2=alt.Y2("ci_high:Q"), color=color),
         alt.Chart().mark_line(point=True, strokeWidth=1.5).encode(
             x=x, y=alt.Y("value:Q", scale=y, title="share"), color=color,
-            tooltip=["method:N", "step:Q", "measure:N", alt.Tooltip("value:Q", format=".3f"),
+            tooltip=[alt.Tooltip("method:N"), alt.Tooltip("step:Q"), alt.Tooltip("measure:N"), alt.Tooltip("value:Q", format=".3f"),
                      alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f")]),
     ]
     if target is not None:

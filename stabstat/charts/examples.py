@@ -29,7 +29,7 @@ def uncertainty_sources(frame: pl.DataFrame, *, metric: str = "metric", confiden
     """
     require_columns(frame, ["config", "source", "width"], "uncertainty_sources")
     cols = [c for c in ("config", "source", "width", "share_examples") if c in frame.columns]
-    tooltip = ["config:N", "source:N", alt.Tooltip("width:Q", format=".4f", title=f"{confidence_pct}% CI width")]
+    tooltip = [alt.Tooltip("config:N"), alt.Tooltip("source:N"), alt.Tooltip("width:Q", format=".4f", title=f"{confidence_pct}% CI width")]
     if "share_examples" in cols:
         tooltip.append(alt.Tooltip("share_examples:Q", format=".0%", title="examples' share of variance"))
     n = max(1, frame["config"].n_unique())

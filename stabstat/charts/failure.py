@@ -53,7 +53,7 @@ def failure_rate(
               axis=alt.Axis(labelAngle=0, labelLimit=160))
     y = alt.Y("rate:Q", title="failure rate", scale=alt.Scale(domain=[0, 1]),
               axis=alt.Axis(format="%"))
-    tooltip = ["level:N", "failures:Q", "n:Q", alt.Tooltip("rate:Q", format=".1%"),
+    tooltip = [alt.Tooltip("level:N"), alt.Tooltip("failures:Q"), alt.Tooltip("n:Q"), alt.Tooltip("rate:Q", format=".1%"),
                alt.Tooltip("ci_low:Q", format=".1%"), alt.Tooltip("ci_high:Q", format=".1%")]
     charts = []
     for panel in panels(frame):
@@ -63,7 +63,7 @@ def failure_rate(
             x=x, y=y, tooltip=tooltip
         )
         err = alt.Chart().mark_errorbar(ticks={"size": 12}, color="#000000").encode(
-            x=x, y=alt.Y("ci_low:Q", title="failure rate"), y2="ci_high:Q", tooltip=tooltip
+            x=x, y=alt.Y("ci_low:Q", title="failure rate"), y2=alt.Y2("ci_high:Q"), tooltip=tooltip
         )
         dots = alt.Chart().mark_point(filled=True, color="#000000").encode(x=x, y=y, tooltip=tooltip)
         text = alt.Chart().mark_text(dy=-8, fontSize=10, align="left", dx=6).encode(
@@ -119,11 +119,11 @@ def failure_rate_vs(
               axis=alt.Axis(values=ticks, format="~s" if log_x else "~g"))
     y = alt.Y("rate:Q", title="failure rate", scale=alt.Scale(domain=[0, 1]),
               axis=alt.Axis(format="%"))
-    tooltip = ["level:Q", "failures:Q", "n:Q", alt.Tooltip("rate:Q", format=".1%"),
+    tooltip = [alt.Tooltip("level:Q"), alt.Tooltip("failures:Q"), alt.Tooltip("n:Q"), alt.Tooltip("rate:Q", format=".1%"),
                alt.Tooltip("ci_low:Q", format=".1%"), alt.Tooltip("ci_high:Q", format=".1%")]
     line = alt.Chart().mark_line(point=True).encode(x=x, y=y, color=color, tooltip=tooltip)
     err = alt.Chart().mark_errorbar(ticks={"size": 10}).encode(
-        x=x, y=alt.Y("ci_low:Q", title="failure rate"), y2="ci_high:Q", color=color
+        x=x, y=alt.Y("ci_low:Q", title="failure rate"), y2=alt.Y2("ci_high:Q"), color=color
     )
     chart = alt.layer(line, err, data=inline_data(frame, cols)).properties(
         width=width, height=height

@@ -42,7 +42,7 @@ def forest(
     cols = [c for c in ["label", "estimate", "ci_low", "ci_high", "p_adj", "significant"]
             if c in frame.columns]
     y = alt.Y("label:N", sort=order, title=None)
-    tooltip: list[Any] = ["label:N", alt.Tooltip("estimate:Q", format=".4f"),
+    tooltip: list[Any] = [alt.Tooltip("label:N"), alt.Tooltip("estimate:Q", format=".4f"),
                           alt.Tooltip("ci_low:Q", format=".4f"),
                           alt.Tooltip("ci_high:Q", format=".4f")]
     if "p_adj" in frame.columns:
@@ -53,14 +53,14 @@ def forest(
                                                            range=["#777777", FAILED_COLOR]),
                           title="CI excludes 0")
     rule = alt.Chart().mark_rule(strokeWidth=2).encode(
-        x=alt.X("ci_low:Q", title=estimate), x2="ci_high:Q", y=y, color=color, tooltip=tooltip
+        x=alt.X("ci_low:Q", title=estimate), x2=alt.X2("ci_high:Q"), y=y, color=color, tooltip=tooltip
     )
     point = alt.Chart().mark_point(filled=True, size=60, shape="square").encode(
         x=alt.X("estimate:Q", title=estimate), y=y, color=color, tooltip=tooltip
     )
     zero = alt.Chart(inline_data(pl.DataFrame({"zero": [0.0]}))).mark_rule(
         strokeDash=[3, 3], color="#888888"
-    ).encode(x="zero:Q")
+    ).encode(x=alt.X("zero:Q"))
     chart = alt.layer(zero, rule, point, data=inline_data(frame, cols)).properties(
         width=width, height=max(60, row_height * len(order))
     )

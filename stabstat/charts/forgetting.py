@@ -53,13 +53,13 @@ def forgetting_curves(
     scale = alt.Scale(type="log") if log_scale else alt.Scale(zero=False)
     color = alt.Color("status:N", scale=alt.Scale(domain=STATUS_DOMAIN, range=STATUS_RANGE), title="runs")
     x = alt.X("k:Q", title="top layers reset to pre-trained (k)", axis=alt.Axis(tickMinStep=1, format="d"))
-    tooltip = ["status:N", "k:Q", alt.Tooltip("value:Q", format=".4g", title=metric)]
+    tooltip = [alt.Tooltip("status:N"), alt.Tooltip("k:Q"), alt.Tooltip("value:Q", format=".4g", title=metric)]
     if "n_runs" in frame.columns:
-        tooltip.append("n_runs:Q")
+        tooltip.append(alt.Tooltip("n_runs:Q"))
     layers: list[Any] = []
     if "ci_low" in frame.columns and "ci_high" in frame.columns:
         layers.append(alt.Chart().mark_area(opacity=0.2).encode(
-            x=x, y=alt.Y("ci_low:Q", scale=scale, title=metric), y2="ci_high:Q", color=color))
+            x=x, y=alt.Y("ci_low:Q", scale=scale, title=metric), y2=alt.Y2("ci_high:Q"), color=color))
     layers.append(alt.Chart().mark_line(point=True, strokeWidth=1.5).encode(
         x=x, y=alt.Y("value:Q", scale=scale, title=metric), color=color, tooltip=tooltip))
     if "reference" in frame.columns and frame["reference"].drop_nulls().len():

@@ -50,7 +50,7 @@ def layer_gradients(
     color = alt.Color("status:N", scale=alt.Scale(domain=STATUS_DOMAIN, range=STATUS_RANGE),
                       title="runs")
     y = alt.Y("median:Q", title="grad norm (median)", scale=alt.Scale(type="log"))
-    tooltip = ["layer:N", "status:N", "step:Q", alt.Tooltip("median:Q", format=".3g")]
+    tooltip = [alt.Tooltip("layer:N"), alt.Tooltip("status:N"), alt.Tooltip("step:Q"), alt.Tooltip("median:Q", format=".3g")]
     layers: list[Any] = []
     if "q25" in frame.columns and "q75" in frame.columns:
         frame = frame.with_columns(
@@ -60,7 +60,7 @@ def layer_gradients(
             alt.Chart().mark_area(opacity=0.2).encode(
                 x=alt.X("step:Q", title="step"), y=alt.Y("q25:Q", scale=alt.Scale(type="log"),
                                                           title="grad norm (median)"),
-                y2="q75:Q", color=color,
+                y2=alt.Y2("q75:Q"), color=color,
             )
         )
     layers.append(
@@ -105,7 +105,7 @@ def layer_gradients_heatmap(
             y=alt.Y("layer:N", sort=list(reversed(layer_order)), title=None),
             color=alt.Color("median:Q", scale=alt.Scale(type="log", scheme="viridis"),
                             title="grad norm"),
-            tooltip=["layer:N", "step:Q", alt.Tooltip("median:Q", format=".3g")],
+            tooltip=[alt.Tooltip("layer:N"), alt.Tooltip("step:Q"), alt.Tooltip("median:Q", format=".3g")],
         )
         .properties(width=width, height=height)
         .facet(column=alt.Column("status:N", sort=STATUS_DOMAIN, title=None))

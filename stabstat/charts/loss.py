@@ -52,7 +52,7 @@ def loss_curves(
             x=alt.X("step:Q", title="step"),
             y=alt.Y("loss:Q", title="training loss", scale=yscale),
             color=alt.Color("config:N", title="configuration"),
-            detail="run_id:N",
+            detail=alt.Detail("run_id:N"),
             # ordinal (sorted) status: Vega-Lite warns about a width on a nominal field
             strokeDash=alt.StrokeDash(
                 "status:O", sort=STATUS_DOMAIN,
@@ -63,7 +63,7 @@ def loss_curves(
                 scale=alt.Scale(domain=STATUS_DOMAIN, range=[1.0, 1.8]), title="run",
             ),
             opacity=alt.condition(pick, alt.value(0.6), alt.value(0.05)),
-            tooltip=["run_id:N", "config:N", "status:N", "step:Q",
+            tooltip=[alt.Tooltip("run_id:N"), alt.Tooltip("config:N"), alt.Tooltip("status:N"), alt.Tooltip("step:Q"),
                      alt.Tooltip("loss:Q", format=".4g")],
         )
         .add_params(pick)
@@ -99,14 +99,14 @@ def loss_bands(
                                                       range=[[1, 0], [5, 3]]), title="runs")
     band = alt.Chart().mark_area(opacity=0.15).encode(
         x=alt.X("step:Q", title="step"), y=alt.Y("q10:Q", title="training loss", scale=yscale),
-        y2="q90:Q", color=color, detail="series:N",
+        y2=alt.Y2("q90:Q"), color=color, detail=alt.Detail("series:N"),
     )
     line = alt.Chart().mark_line(strokeWidth=1.5).encode(
         x=alt.X("step:Q", title="step"), y=alt.Y("median:Q", title="training loss", scale=yscale),
-        color=color, strokeDash=dash, detail="series:N",
-        tooltip=["config:N", "status:N", "step:Q", alt.Tooltip("median:Q", format=".4g"),
+        color=color, strokeDash=dash, detail=alt.Detail("series:N"),
+        tooltip=[alt.Tooltip("config:N"), alt.Tooltip("status:N"), alt.Tooltip("step:Q"), alt.Tooltip("median:Q", format=".4g"),
                  alt.Tooltip("q10:Q", format=".4g"), alt.Tooltip("q90:Q", format=".4g")]
-        + (["runs:Q"] if "runs" in frame.columns else []),
+        + ([alt.Tooltip("runs:Q")] if "runs" in frame.columns else []),
     )
     cols = [c for c in ["config", "status", "series", "step", "q10", "median", "q90", "runs"]
             if c in frame.columns]

@@ -103,7 +103,7 @@ def _metric_panel(runs: pl.DataFrame, groups: pl.DataFrame | None, panel: Any, *
         layers.append(
             alt.Chart(inline_data(pl.DataFrame({"majority": [maj]})))
             .mark_rule(strokeDash=[4, 3], color="#1f3fbf")
-            .encode(y="majority:Q", tooltip=[alt.Tooltip("majority:Q", format=".4f")])
+            .encode(y=alt.Y("majority:Q"), tooltip=[alt.Tooltip("majority:Q", format=".4f")])
         )
     return alt.layer(*layers, data=inline_data(prun, base_cols)).properties(
         width=width, height=height, title=str(panel) if panel is not None else ""
@@ -129,7 +129,7 @@ def _run_points(x: alt.X, y: alt.Y) -> alt.Chart:
                 scale=alt.Scale(domain=STATUS_DOMAIN, range=["circle", "cross"]),
                 legend=alt.Legend(title="run"),
             ),
-            tooltip=["run_id:N", "config:N", alt.Tooltip("value:Q", format=".4f"), "status:N"],
+            tooltip=[alt.Tooltip("run_id:N"), alt.Tooltip("config:N"), alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("status:N")],
         )
     )
 
@@ -146,8 +146,8 @@ def _ci_layers(groups: pl.DataFrame, *, x: alt.X, metric: str) -> list[alt.Chart
         .encode(
             x=x,
             y=alt.Y("ci_low:Q", title=metric),
-            y2="ci_high:Q",
-            tooltip=["config:N", alt.Tooltip("point:Q", format=".4f"),
+            y2=alt.Y2("ci_high:Q"),
+            tooltip=[alt.Tooltip("config:N"), alt.Tooltip("point:Q", format=".4f"),
                      alt.Tooltip("ci_low:Q", format=".4f"),
                      alt.Tooltip("ci_high:Q", format=".4f")],
         )
@@ -202,8 +202,8 @@ def metric_vs_loss(
         color=alt.Color("config:N", title="configuration"),
         shape=alt.Shape("status:N", scale=alt.Scale(domain=STATUS_DOMAIN,
                                                     range=["circle", "cross"]), title="run"),
-        tooltip=["run_id:N", "config:N", alt.Tooltip("train_loss:Q", format=".4g"),
-                 alt.Tooltip("value:Q", format=".4f"), "status:N"],
+        tooltip=[alt.Tooltip("run_id:N"), alt.Tooltip("config:N"), alt.Tooltip("train_loss:Q", format=".4g"),
+                 alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("status:N")],
     )
     layers: list[Any] = [points]
     if "majority" in frame.columns and frame.get_column("majority").drop_nulls().len():
@@ -211,7 +211,7 @@ def metric_vs_loss(
         layers.append(
             alt.Chart(inline_data(pl.DataFrame({"majority": [maj]})))
             .mark_rule(strokeDash=[4, 3], color="#1f3fbf")
-            .encode(y="majority:Q")
+            .encode(y=alt.Y("majority:Q"))
         )
     chart = alt.layer(
         *layers,

@@ -35,11 +35,11 @@ def expected_max_curves(
     x = alt.X("k:Q", title="runs (k)", scale=scale)
     color = alt.Color("config:N", title="configuration")
     band = alt.Chart(data).mark_area(opacity=0.18).encode(
-        x=x, y=alt.Y("ci_low:Q", title=f"expected best {metric}", scale=alt.Scale(zero=False)), y2="ci_high:Q",
+        x=x, y=alt.Y("ci_low:Q", title=f"expected best {metric}", scale=alt.Scale(zero=False)), y2=alt.Y2("ci_high:Q"),
         color=color)
     line = alt.Chart(data).mark_line(point=True).encode(
         x=x, y=alt.Y("expected_max:Q", scale=alt.Scale(zero=False)), color=color,
-        tooltip=["config:N", "k:Q", alt.Tooltip("expected_max:Q", format=".4f"),
+        tooltip=[alt.Tooltip("config:N"), alt.Tooltip("k:Q"), alt.Tooltip("expected_max:Q", format=".4f"),
                  alt.Tooltip("ci_low:Q", format=".4f"), alt.Tooltip("ci_high:Q", format=".4f")])
     return (band + line).properties(width=width, height=height,
                                     title=title or f"Expected best {metric} among k runs")
@@ -67,7 +67,7 @@ def power_curves(
     lines = alt.Chart(data).mark_line(point=True).encode(
         x=x, y=alt.Y("power:Q", title="power", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("comparison:N", title="comparison"),
-        tooltip=["comparison:N", "n:Q", alt.Tooltip("power:Q", format=".3f")])
+        tooltip=[alt.Tooltip("comparison:N"), alt.Tooltip("n:Q"), alt.Tooltip("power:Q", format=".3f")])
     rule = alt.Chart({"values": [{"power": target_power}]}).mark_rule(strokeDash=[4, 4], color="#888").encode(
-        y="power:Q")
+        y=alt.Y("power:Q"))
     return (lines + rule).properties(width=width, height=height, title=title or "Power against seeds")

@@ -45,14 +45,14 @@ def sequence_funnel(
     data = inline_data(frame, ["n", "low", "high"])
     x = alt.X("n:Q", title="seeds (pairs for two levels)")
     band = alt.Chart(data).mark_area(opacity=0.3, color=OK_COLOR).encode(
-        x=x, y=alt.Y("low:Q", title=label), y2="high:Q",
-        tooltip=["n:Q", alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
+        x=x, y=alt.Y("low:Q", title=label), y2=alt.Y2("high:Q"),
+        tooltip=[alt.Tooltip("n:Q"), alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
     rule = alt.Chart(alt.Data(values=[{"boundary": boundary}])).mark_rule(strokeDash=[4, 4]).encode(
-        y="boundary:Q")
+        y=alt.Y("boundary:Q"))
     layers = [band, rule]
     if decided_at is not None:
         stop = alt.Chart(alt.Data(values=[{"n": decided_at, "what": f"decided at n = {decided_at}"}]))
-        layers.append(stop.mark_rule(color=FAILED_COLOR, size=2).encode(x="n:Q", tooltip=["what:N"]))
+        layers.append(stop.mark_rule(color=FAILED_COLOR, size=2).encode(x=alt.X("n:Q"), tooltip=[alt.Tooltip("what:N")]))
     return alt.layer(*layers).properties(
         width=width, height=height,
         title=title or ("confidence sequence: " + (f"decided at n = {decided_at}" if decided_at else "undecided")))

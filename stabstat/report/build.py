@@ -77,12 +77,16 @@ def build_report(
     SelectionError, QueryError, ConfigError
         As the analyses raise them (unknown factor, empty selection, bad claims file...).
     """
+    # The chart data's DuckDB scans run in a worker thread meanwhile (report.context.Prefetch).
     ctx = build_context(store, by=by, selection=selection, settings=settings, only=only,
                         max_runs_drawn=max_runs_drawn, loss_points=loss_points,
-                        grad_points=grad_points)
-    summary = summary_table(ctx)
-    comparisons = comparisons_table(ctx)
-    figures = build_figures(ctx)
+                        grad_points=grad_points, prefetch=True)
+    try:
+        summary = summary_table(ctx)
+        comparisons = comparisons_table(ctx)
+        figures = build_figures(ctx)
+    finally:
+        ctx.close()
     checked = None
     if claims is not None and only is None:
         checked = ctx.check_claims(claims, claims_settings, sequential=sequential)

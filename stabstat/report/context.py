@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 from stabstat._text import level
 
 if TYPE_CHECKING:
+    import duckdb
     import polars as pl
 
     from stabstat.analysis import AnalysisResult, RunSet, Selection, Settings
@@ -78,6 +79,12 @@ class ReportContext:
     loss_kw: dict[str, int] = field(default_factory=dict)
     grad_kw: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    prefetch: Prefetch | None = None  #: the chart data being computed meanwhile (if started)
+
+    def close(self) -> None:
+        """Stop and wait for the prefetch (if any); idempotent. :func:`build_report` calls it."""
+        if self.prefetch is not None:
+            self.prefetch.close()
 
     # ----------------------------------------------------------------- derived, read-only
 
@@ -147,25 +154,23 @@ class ReportContext:
     def layer_gradients(self) -> pl.DataFrame:
         """Per-layer gradient quantiles of the selected runs (:mod:`stabstat.chartdata`),
         shared by the two gradient figures."""
-        from stabstat import chartdata
-
-        sel_runs = self.series_config.select("run_id", "config", "failed")
-        return chartdata.layer_gradients_data(self.store, sel_runs, **self.grad_kw)
+        if self.prefetch is not None and "layer_gradients" in self.prefetch:
+            return cast("pl.DataFrame", self.prefetch.result("layer_gradients"))
+        return _layer_gradients(self, self.store.con, _sel_runs(self))
 
     def loss_curves(self) -> pl.DataFrame:
         """Loss curves (or bands, beyond ``max_runs``) of the selected runs."""
-        from stabstat import chartdata
-
-        sel_runs = self.series_config.select("run_id", "config", "failed")
-        return chartdata.loss_curves_data(self.store, sel_runs, **self.loss_kw)
+        if self.prefetch is not None and "loss_curves" in self.prefetch:
+            return cast("pl.DataFrame", self.prefetch.result("loss_curves"))
+        return _loss_curves(self, self.store.con, _sel_runs(self))
 
     def gradient_collapse(self) -> AnalysisResult:
         """The collapse test of :func:`stabstat.analysis.gradients` over the selected runs
         (grouped by failure status only), without what the page does not show (the per-layer
         section, the log10-ratio bootstrap): the selection is not made again."""
-        from stabstat.analysis.gradients import gradients_frame
-
-        return gradients_frame(self.store, self.runset, settings=self.settings, per_layer=False, ratio_test=False)
+        if self.prefetch is not None and "gradient_collapse" in self.prefetch:
+            return cast("AnalysisResult", self.prefetch.result("gradient_collapse"))
+        return _gradient_collapse(self, self.store.con)
 
     def check_claims(self, path: str | Path, settings: Settings | None, *,
                      sequential: bool = False) -> CheckResult:
@@ -177,6 +182,85 @@ class ReportContext:
 
     def runs_table(self, columns: Sequence[str] | None = None) -> pl.DataFrame:
         return runs_table(self.store, columns)
+
+
+def _sel_runs(ctx: ReportContext) -> pl.DataFrame:
+    """The runs frame of the chart data (``run_id``, ``config``, ``failed``)."""
+    return ctx.series_config.select("run_id", "config", "failed")
+
+
+def _layer_gradients(ctx: ReportContext, con: duckdb.DuckDBPyConnection,
+                     runs: pl.DataFrame) -> pl.DataFrame:
+    from stabstat import chartdata
+
+    return chartdata.layer_gradients_data(con, runs, **ctx.grad_kw)
+
+
+def _loss_curves(ctx: ReportContext, con: duckdb.DuckDBPyConnection,
+                 runs: pl.DataFrame) -> pl.DataFrame:
+    from stabstat import chartdata
+
+    return chartdata.loss_curves_data(con, runs, **ctx.loss_kw)
+
+
+def _gradient_collapse(ctx: ReportContext, con: duckdb.DuckDBPyConnection) -> AnalysisResult:
+    from stabstat.analysis.gradients import gradients_frame
+
+    return gradients_frame(con, ctx.runset, settings=ctx.settings, per_layer=False, ratio_test=False)
+
+
+class Prefetch:
+    """The chart data's DuckDB aggregations, started before the statistics and run meanwhile.
+
+    The report's two costs are DuckDB scans of the big tables (loss bands, per-layer
+    gradients, the collapse table: seconds over 36 M layer rows) and numpy statistics
+    (``compare``), then Altair. They are independent, and DuckDB releases the GIL while it
+    runs a query, so one worker thread runs the scans, in the order the figures need them, on
+    a second connection to the same database (:meth:`duckdb.DuckDBPyConnection.cursor`: its
+    own temp tables, the same locked configuration) while the main thread computes the
+    statistics and builds the charts. Each result is the same as the sequential call's (the
+    same functions, the same data); an error is raised where the result is asked for.
+    """
+
+    def __init__(self, ctx: ReportContext) -> None:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self._cursor = ctx.store.con.cursor()
+        with contextlib.suppress(Exception):  # the configuration may be locked
+            self._cursor.execute("SET enable_progress_bar = false")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="stabstat-report")
+        self._futures: dict[str, Future[Any]] = {}
+        cur = self._cursor
+        runs = _sel_runs(ctx)  # here: the worker reads only finished frames
+        if ctx.want("loss-curves"):
+            self._futures["loss_curves"] = self._pool.submit(_loss_curves, ctx, cur, runs)
+        if ctx.want("layer-gradients") or ctx.want("gradient-heatmap"):
+            grads = self._pool.submit(_layer_gradients, ctx, cur, runs)
+            self._futures["layer_gradients"] = grads
+            if ctx.want("layer-gradients"):
+                # Only when there is something to draw, as the figure asks for it (without
+                # per-layer norms it may raise what the figure never sees). One worker runs
+                # the jobs in order, so ``grads`` is done when this job starts.
+                self._futures["gradient_collapse"] = self._pool.submit(
+                    lambda: _gradient_collapse(ctx, cur) if grads.result().height else None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._futures
+
+    def result(self, name: str) -> Any:
+        """The result of job ``name`` (waits for it; raises what the job raised)."""
+        return self._futures[name].result()
+
+    def close(self) -> None:
+        """Cancel the jobs not started, interrupt a running one (its result is no longer
+        wanted: the page is built, or the report failed), wait for it, close the connection."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if any(f.running() for f in self._futures.values()):
+            with contextlib.suppress(Exception):
+                self._cursor.interrupt()
+        self._pool.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self._cursor.close()
 
 
 def runs_table(store: Store, columns: Sequence[str] | None = None) -> pl.DataFrame:
@@ -196,8 +280,12 @@ def runs_table(store: Store, columns: Sequence[str] | None = None) -> pl.DataFra
 def build_context(store: Store, *, by: str | None, selection: Selection | None,
                   settings: Settings | None, only: Sequence[str] | None,
                   max_runs_drawn: int | None = None, loss_points: int | None = None,
-                  grad_points: int | None = None) -> ReportContext:
+                  grad_points: int | None = None, prefetch: bool = False) -> ReportContext:
     """Select the runs and compute the statistics a report (or ``only`` its figures) needs.
+
+    ``prefetch=True`` starts the chart data's DuckDB aggregations (:class:`Prefetch`) before
+    the statistics, to run meanwhile; the caller must then :meth:`ReportContext.close` the
+    context (also on error) before closing the store.
 
     Raises SelectionError / QueryError as :func:`stabstat.analysis.select_runs` does, and
     SelectionError when ``by`` is None and not exactly one factor varies.
@@ -223,26 +311,32 @@ def build_context(store: Store, *, by: str | None, selection: Selection | None,
     multi_task = len(tasks) > 1
     warnings = [w for w in runset.warnings if not w.startswith("the selection pools")]
 
-    need_stats = only is None or bool(STAT_FIGURES & set(only))
-    compares = _compare_per_task(runset, tasks, cfg) if need_stats else []
-    for t, res in compares:
-        prefix = f"{t}: " if multi_task else ""
-        warnings += [prefix + w for w in res.warnings if w not in runset.warnings]
-    config_groups = [ConfigGroup(level(t) if multi_task else None, level(g.key[by]), g)
-                     for t, res in compares for g in cast("list[CompareGroup]", res.groups)]
-
     loss_kw: dict[str, int] = {}
     if max_runs_drawn is not None:
         loss_kw["max_runs"] = max_runs_drawn
     if loss_points is not None:
         loss_kw["points"] = loss_points
-    return ReportContext(
+    ctx = ReportContext(
         store=store, selection=sel, settings=cfg, only=only, by=by, runset=runset,
-        tasks=tasks, compares=compares, levels=_levels(config_groups, frame, by),
-        config_groups=config_groups,
+        tasks=tasks, compares=[], levels=[], config_groups=[],
         runs=_runs_frame(frame, by, multi_task), warnings=warnings, loss_kw=loss_kw,
         grad_kw={"points": grad_points} if grad_points is not None else {},
     )
+    if prefetch:
+        ctx.prefetch = Prefetch(ctx)
+    try:
+        need_stats = only is None or bool(STAT_FIGURES & set(only))
+        ctx.compares = _compare_per_task(runset, tasks, cfg) if need_stats else []
+    except BaseException:
+        ctx.close()
+        raise
+    for t, res in ctx.compares:
+        prefix = f"{t}: " if multi_task else ""
+        warnings += [prefix + w for w in res.warnings if w not in runset.warnings]
+    ctx.config_groups = [ConfigGroup(level(t) if multi_task else None, level(g.key[by]), g)
+                         for t, res in ctx.compares for g in cast("list[CompareGroup]", res.groups)]
+    ctx.levels = _levels(ctx.config_groups, frame, by)
+    return ctx
 
 
 def _compare_per_task(runset: RunSet, tasks: list[Level],
