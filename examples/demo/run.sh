@@ -82,16 +82,15 @@ if [ -n "$browser_pid" ]; then
     || echo "(chromium not installed: the browser test will be skipped; see $out/chromium-install.log)"
 fi
 db_abs="$(cd "$out" && pwd)/stabstat.duckdb"
-bin="$(cd "$venv" && pwd)/bin"
 echo
 echo "Done in $(( $(date +%s) - started )) s (set-up ${setup_s} s, training ${train_s} s, analysis ${analysis_s} s)."
 echo "Report: $(cd "$out" && pwd)/report.html"
+echo "Database: $db_abs"
 echo
-echo "Next steps (the runs are in $db_abs):"
-echo "  source $bin/activate                          # or call $bin/stabstat directly"
+echo "Next steps (first: source $venv/bin/activate):"
 echo "  stabstat runs --db $db"
-echo "  stabstat failure-rate --by bias_correction --db $db"
-echo "  stabstat early --db $db                       # could the failed runs have been stopped sooner?"
+echo "  stabstat gradients --by bias_correction --db $db     # the lower layers' gradient collapse"
+echo "  stabstat early --db $db                              # could failures be told sooner? (stopped runs left out)"
 echo "  stabstat check examples/demo/claims.toml --db $db"
-echo "  python examples/demo/repeat_rate.py --db $db  # how often would a repeat decide the claims?"
+echo "  python examples/demo/repeat_rate.py --db $db         # how often would a repeat decide each claim?"
 echo "Re-running this script resumes: finished runs are not trained again."
