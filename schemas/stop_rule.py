@@ -47,6 +47,8 @@ FEATURES = ("loss_ratio", "loss_vs_majority", "lower_grad_ratio", "dev_vs_majori
 #: demo; lr 2e-5 to 2e-4, with and without bias correction) it stopped no run that ended
 #: successful, but with a thin margin: three slow starters that ended successful had ratios of
 #: 0.11, 0.12 and 0.16 (loss still at the class-balance loss), the failed runs it stopped 0.071 at most.
+#: Live, in 100 runs of the demo (examples/demo), it stopped 44, one with bias correction, which
+#: trained again without the rule ended at the majority class too.
 #: The loss alone is not enough: a rule on ``loss_ratio``/``loss_vs_majority`` only (the previous
 #: default) stopped slow but successful runs (warm-up, small lr).
 #: A rule needs the features it names: logs without per-layer gradient norms never match it.
