@@ -53,6 +53,21 @@ def _reference(d: Path) -> dict[str, Any]:
     return {"run": run, "steps": steps, "evals": evals, "steps_cols": steps_cols, "evals_cols": evals_cols}
 
 
+def assert_same_as_python(store: Store, d: Path) -> dict[str, Any]:
+    """The stored rows, status, task and environment of run folder ``d`` equal what the Python
+    reader gives for it; returns the reference (:func:`_reference`)."""
+    ref = _reference(d)
+    run = ref["run"]
+    assert _same(_rows(store, "steps", run.run_id, ref["steps_cols"]), ref["steps"]), d
+    assert _same(_rows(store, "evals", run.run_id, ref["evals_cols"]), ref["evals"]), d
+    status, task, env = store.con.execute(
+        "SELECT status, task_info, environment FROM runs WHERE run_id = ?", [run.run_id]).fetchall()[0]
+    assert status == run.run_json["status"], d
+    assert json.loads(task) == run.run_json["task"], d
+    assert json.loads(env) == run.run_json["environment"], d
+    return ref
+
+
 def _varied_runs(make_hf_run: Any, root: Path) -> list[Path]:
     """Runs that exercise every rule of the reader."""
     out = []
@@ -103,16 +118,9 @@ def test_duckdb_path_equals_the_python_reader(make_hf_run, tmp_path, monkeypatch
         rep = ingest(store, tmp_path / "v")
         assert rep.ok and len(rep.added) == len(runs), rep.summary()
         for d in runs:
-            ref = _reference(d)
-            run = ref["run"]
-            assert _same(_rows(store, "steps", run.run_id, ref["steps_cols"]), ref["steps"]), d
-            assert _same(_rows(store, "evals", run.run_id, ref["evals_cols"]), ref["evals"]), d
-            status, task, env = store.con.execute(
-                "SELECT status, task_info, environment FROM runs WHERE run_id = ?", [run.run_id]).fetchall()[0]
-            assert status == run.run_json["status"], d
-            assert json.loads(task) == run.run_json["task"], d
-            assert json.loads(env) == run.run_json["environment"], d
-            counts = store.con.execute("SELECT n_steps, n_evals FROM ingests WHERE run_id = ?", [run.run_id]).fetchall()
+            ref = assert_same_as_python(store, d)
+            counts = store.con.execute("SELECT n_steps, n_evals FROM ingests WHERE run_id = ?",
+                                       [ref["run"].run_id]).fetchall()
             assert counts == [(len(ref["steps"]), len(ref["evals"]))]
     statuses = {d.name: read_hf_run(d).run_json["status"] for d in runs}
     assert statuses == {"seed=1": "completed", "seed=2": "interrupted", "seed=3": "diverged", "seed=4": "completed"}

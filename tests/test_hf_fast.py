@@ -11,12 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import hf_history
-from test_hf_duckdb import _reference, _rows, _same
+from test_hf_duckdb import assert_same_as_python
 
 import stabstat.ingest.sources.hf as hf_mod
 from stabstat.ingest import ingest
@@ -45,18 +44,6 @@ def _count_fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def _assert_same_as_python(store: Store, d: Path) -> None:
-    ref = _reference(d)
-    run = ref["run"]
-    assert _same(_rows(store, "steps", run.run_id, ref["steps_cols"]), ref["steps"]), d
-    assert _same(_rows(store, "evals", run.run_id, ref["evals_cols"]), ref["evals"]), d
-    status, task, env = store.con.execute(
-        "SELECT status, task_info, environment FROM runs WHERE run_id = ?", [run.run_id]).fetchall()[0]
-    assert status == run.run_json["status"], d
-    assert json.loads(task) == run.run_json["task"], d
-    assert json.loads(env) == run.run_json["environment"], d
-
-
 def test_folders_named_like_state_fields_do_not_replace_them(make_hf_run, tmp_path, monkeypatch):
     """Regression: with DuckDB's hive partitioning on (its default for key=value folders), a
     folder ``max_steps=500/`` replaced the file's max_steps by the folder's 500 (an integer,
@@ -68,7 +55,7 @@ def test_folders_named_like_state_fields_do_not_replace_them(make_hf_run, tmp_pa
         rep = ingest(store, tmp_path / "hf")
         assert rep.ok and len(rep.added) == 2, rep.summary()
         for d in (a, b):
-            _assert_same_as_python(store, d)
+            assert_same_as_python(store, d)
         statuses = dict(store.con.execute("SELECT seed, status FROM runs").fetchall())
     # a: global_step 30 reached max_steps 30 (the folder says 500); b: 30 of 100
     assert statuses == {1: "completed", 2: "interrupted"}
@@ -100,7 +87,7 @@ def test_number_shapes_load_through_duckdb_as_the_python_reader_reads_them(make_
     with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
         rep = ingest(store, tmp_path / "hf")
         assert rep.ok and rep.added, rep.summary()
-        _assert_same_as_python(store, d)
+        assert_same_as_python(store, d)
         steps = [r[0] for r in store.con.execute("SELECT step FROM steps ORDER BY step").fetchall()]
     assert steps == [0, 7, 13, 14, 15, 12345678901]
 
@@ -116,7 +103,7 @@ def test_guard_false_positive_loads_the_same_rows_through_python(make_hf_run, tm
         rep = ingest(store, tmp_path / "hf")
         assert rep.ok and len(rep.added) == 3, rep.summary()
         for d in (odd, *plain):
-            _assert_same_as_python(store, d)
+            assert_same_as_python(store, d)
     assert str(odd) in seen and not {str(d) for d in plain} & set(seen)
 
 
@@ -152,7 +139,7 @@ def test_each_bad_training_field_rejected_in_one_line_while_good_runs_load(make_
         assert re.search(message, line), line
         assert store.con.execute("SELECT count(DISTINCT run_id) FROM steps").fetchall() == [(3,)]
         for d in good:
-            _assert_same_as_python(store, d)
+            assert_same_as_python(store, d)
 
 
 def test_training_entry_without_step_is_rejected(make_hf_run, tmp_path):
