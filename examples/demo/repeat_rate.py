@@ -92,9 +92,12 @@ def claim_pvalues(claim: Mapping[str, Any], sample: Mapping[str, Arm], resamples
     if kind in ("mean", "median"):
         paired = hi.value.size == lo.value.size
         gen = rng if rng is not None else np.random.default_rng(0)
-        return tuple(S.permutation_test(hi.value, lo.value, statistic=kind, paired=paired, alternative=alt,
-                                        resamples=resamples, rng=gen).p_value
-                     for alt in ("greater", "less"))  # type: ignore[return-value]
+
+        def perm(alternative: str) -> float:
+            return S.permutation_test(hi.value, lo.value, statistic=kind, paired=paired, alternative=alternative,
+                                      resamples=resamples, rng=gen).p_value
+
+        return perm("greater"), perm("less")
     # std: Brown-Forsythe's two-sided p halved toward the observed direction of the SD ratio.
     sd_a, sd_b = np.std(hi.value, ddof=1), np.std(lo.value, ddof=1)
     p = S.brown_forsythe(hi.value, lo.value).p_value
@@ -136,11 +139,11 @@ def simulate(claims: Sequence[Mapping[str, Any]], arms: Mapping[str, Arm], seeds
     value_all = np.concatenate([a.value for a in arms.values()])
     pools = {level: {o: (arm.value[arm.failed == o] if (arm.failed == o).any() else value_all[failed_all == o])
                      for o in (False, True)} for level, arm in arms.items()}
+    counts = {level: (int(arm.failed.sum()), arm.failed.size) for level, arm in arms.items()}
     out = np.empty((repeats, len(claims)), dtype=object)
     for r in range(repeats):
         sample = {}
-        for level, arm in arms.items():
-            k, n = int(arm.failed.sum()), arm.failed.size
+        for level, (k, n) in counts.items():
             q = k / n if plug_in else rng.beta(k + 0.5, n - k + 0.5)
             failed = rng.random(seeds) < q
             value = np.empty(seeds)
