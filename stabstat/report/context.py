@@ -388,31 +388,3 @@ def _runs_frame(frame: pl.DataFrame, by: str, multi_task: bool) -> pl.DataFrame:
         runs = runs.drop("panel")
     # a run with unknown failure status is drawn as successful; the summary says how many
     return runs.with_columns(pl.col("failed").fill_null(False))
-
-
-def _choose_by(store: Store, runs: pl.DataFrame) -> str:
-    """The factor to compare when ``--by`` is not given: the one non-seed factor that varies."""
-    import polars as pl
-
-    from stabstat.errors import SelectionError
-
-    ids = runs.get_column("run_id").to_list()
-    table = runs_table(store).filter(pl.col("run_id").is_in(ids))
-    varying = []
-    for name in store.factors():
-        if name in ("seed", "task") or name not in table.columns:
-            continue
-        k = table.get_column(name).n_unique()
-        if 1 < k < table.height or (k == table.height == 2):
-            varying.append(name)
-    if len(varying) == 1:
-        return varying[0]
-    if not varying:
-        raise SelectionError(
-            "no factor besides seed and task varies among the selected runs; pass --by FACTOR "
-            f"(factors: {', '.join(store.factors()) or 'none'})"
-        )
-    raise SelectionError(
-        f"several factors vary among the selected runs ({', '.join(varying)}); pass --by FACTOR "
-        "to choose the one to compare (and --filter to fix the others)"
-    )
