@@ -33,8 +33,17 @@ __all__ = ["AsoRow", "ExampleDiff", "ExampleGroup", "example_sections", "load_pr
 EXAMPLE_RESAMPLES = 1000
 
 
+class _FlatRow(Row):
+    """A row whose fields are its ``to_dict()`` as they are (no nesting)."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 @dataclass(frozen=True)
-class ExampleGroup(Row):
+class ExampleGroup(_FlatRow):
     """One level: metric on all examples (mean over runs), joint percentile CI, CI widths
     with only seeds / only examples resampled, the examples' share of the variance."""
 
@@ -48,12 +57,9 @@ class ExampleGroup(Row):
     width_examples: float
     share_examples: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
-class ExampleDiff(Row):
+class ExampleDiff(_FlatRow):
     """Difference a - b of the multibootstrap means and how the pair was paired."""
 
     a: Any
@@ -63,12 +69,9 @@ class ExampleDiff(Row):
     ci_high: float
     pairing: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 @dataclass(frozen=True)
-class AsoRow(Row):
+class AsoRow(_FlatRow):
     """ASO of a over b on the runs' metric values: eps_min < 0.5 (stricter: < 0.2) says a is
     almost stochastically larger; ``p_adjusted``: H0 eps >= threshold, multiplicity-corrected."""
 
@@ -80,9 +83,6 @@ class AsoRow(Row):
     threshold: float
     p_adjusted: float
     correction: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def load_predictions(store: Store, run_ids: list[str], split: str) -> dict[str, tuple[np.ndarray, np.ndarray,
