@@ -9,8 +9,9 @@
 * ``compare`` on the columns = ``compare_frame`` on a frame-only RunSet, to the last bit;
 * the paired permutation test of the mean (one matrix-vector product) = the swapped-arrays
   reference with the same draws, p-value for p-value;
-* ``stabstat.stats`` loads its modules lazily, yet every public name resolves to the same object,
-  and a ``compare`` process imports neither polars nor pyarrow;
+* ``stabstat.stats`` and ``stabstat.analysis`` load their modules lazily, yet every public name
+  resolves to the same object, and a ``compare`` process imports neither polars, pyarrow nor
+  scipy (issue 18, fourth pass);
 * a read-only store reads the runs table's columns once (a writable one every time).
 """
 
@@ -206,19 +207,44 @@ def test_stats_names_resolve_lazily_to_the_same_objects() -> None:
         S.no_such_statistic  # noqa: B018
 
 
-def test_compare_process_imports_neither_polars_nor_pyarrow(tricky_db: Path) -> None:
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_compare_process_imports_neither_polars_nor_pyarrow_nor_scipy(tricky_db: Path, fmt: str) -> None:
+    """Issue 18, fourth pass: no scipy either (its normal, beta and F functions are
+    stabstat.stats.special), and only the analysis and statistics modules compare uses."""
     code = ("import sys\nfrom stabstat.cli import cli\n"
-            f"try:\n    cli(['compare', '--by', 'recipe', '--resamples', '200', '--db', {str(tricky_db)!r}])\n"
+            f"try:\n    cli(['compare', '--by', 'recipe', '--resamples', '200', '--format', {fmt!r}, "
+            f"'--db', {str(tricky_db)!r}])\n"
             "except SystemExit:\n    pass\n"
-            "print('@@', sorted({m.split('.')[0] for m in sys.modules} & {'polars', 'pyarrow', 'pandas'}))\n"
-            "print('@@', sorted(m for m in sys.modules if m.startswith('stabstat.stats.')))")
+            "print('@@', sorted({m.split('.')[0] for m in sys.modules} & {'polars', 'pyarrow', 'pandas', 'scipy',"
+            " 'statsmodels'}))\n"
+            "print('@@', sorted(m for m in sys.modules if m.startswith(('stabstat.stats.', 'stabstat.analysis.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    heavy, stats_mods = [line.split("@@ ", 1)[1] for line in out.stdout.splitlines() if line.startswith("@@")]
-    assert "mean [CI]" in out.stdout  # the command really ran
+    heavy, mods = [line.split("@@ ", 1)[1] for line in out.stdout.splitlines() if line.startswith("@@")]
+    assert ("mean [CI]" if fmt == "table" else '"analysis": "compare"') in out.stdout  # the command really ran
     assert heavy == "[]"
-    # (components is imported by stabstat.analysis.decompose, which stabstat.analysis loads)
-    for lazy in ("power", "sequential", "trends", "stratified"):
-        assert f"stabstat.stats.{lazy}'" not in stats_mods
+    assert "stabstat.stats.special'" in mods and "stabstat.analysis.compare'" in mods
+    for lazy in ("stats.power", "stats.sequential", "stats.trends", "stats.stratified", "stats.components",
+                 "stats.aso", "stats.expected_max", "stats.multibootstrap", "analysis.decompose", "analysis.plan",
+                 "analysis.gradients", "analysis.forgetting", "analysis.variance", "analysis.expected_max"):
+        assert f"stabstat.{lazy}'" not in mods, lazy
+
+
+def test_analysis_names_resolve_lazily_and_are_never_shadowed_by_their_modules() -> None:
+    code = ("import importlib, sys\n"
+            "importlib.import_module('stabstat.analysis.variance')\n"  # the submodule first, then the name
+            "import stabstat.analysis as A\n"
+            "from stabstat.analysis import compare, variance\n"
+            "print('@@', callable(compare), callable(variance), callable(A.plan), callable(A.decompose),"
+            " A.Settings.__name__, A.GROUP_STATISTICS)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split("@@ ", 1)[1].strip() == "True True True True Settings ('mean', 'std', 'median', 'iqm', 'max')"
+    import stabstat.analysis as A
+
+    assert set(A.__all__) <= set(dir(A))
+    for name in A.__all__:
+        assert getattr(A, name) is not None
+    with pytest.raises(AttributeError):
+        A.no_such_analysis  # noqa: B018
 
 
 def test_factors_are_read_once_per_read_only_store_and_always_when_writable(tmp_path: Path) -> None:

@@ -6,8 +6,30 @@ Per pair of levels: mean difference (bootstrap CI, permutation p), probability o
 improvement, failure-rate difference (Newcombe, Fisher), SD ratios; p-values adjusted per
 family over the pairs. Over all levels: Brown-Forsythe tests of equal spread.
 
-RNG salts (``Settings.rng``): 1 group statistics, 2 a pair's shared resampling counts,
-3 permutations, 5 SD ratios, 10 stratified bootstrap.
+RNG salts (``Settings.rng``): ``(1, level)`` the level's count matrix, ``(2, n)`` the one
+matrix of every paired difference of n seeds, ``(3, i, j)`` an unpaired pair's permutations,
+``(4, n)`` the swaps of every paired permutation test of n seeds, ``(5, level)`` the count
+matrix of the level's successful runs, ``10`` stratified bootstrap.
+
+How the bootstrap draws are shared (issue 18, fourth pass: at most 2K + 1 count matrices for K
+levels of one size, 13 instead of 66 for 6 levels). Each level draws one ``(n, R)`` count
+matrix (rows attached to its sorted values); its own statistics use it, and so does every pair
+the level is in, for whatever resamples the two levels independently (a mean difference that is
+not paired, the probability of improvement, the SD ratio of all runs); the successful runs of a
+level have a second matrix (the first when no run failed), for the SD ratio of successful runs.
+Paired (by-seed) mean differences of n seeds all use one matrix of n seeds, and their paired
+permutation tests one ``(R, n)`` matrix of swaps (the same reasoning: each test's permutation
+distribution is exact, the pairs' Monte-Carlo errors are correlated). A level's
+replicates of a statistic under its matrix are computed once and reused by each of its pairs
+(``bootstrap_diff(..., _replicates=...)``, the same numbers as from the counts). Why this is
+still exact: within a pair, its two levels' matrices come from
+different generators, so they are independent, and each is an exact multinomial resample of its
+own level; a paired difference resamples seeds with an exact multinomial matrix. Every interval
+therefore has the bootstrap distribution it had with its own draws; only the Monte-Carlo errors
+of different intervals are now correlated (common random numbers, as the statistics of one
+level already were), which no single interval, p-value or coverage depends on
+(tests/test_compare_draws.py checks the reuse, the independence within a pair and the
+coverage by simulation). The same ``--seed`` gives the same draws, whatever is computed.
 """
 
 from __future__ import annotations
@@ -109,13 +131,14 @@ def compare_frame(runset: RunSet, *, settings: Settings | None = None, paired: b
     if per_level is None:
         frame = runset.frame
         per_level = [(lv, level_arrays(subset(frame, by, lv))) for lv in levels(frame, by)]
+    draws = _Draws(cfg, per_level)
     groups: list[CompareGroup] = []
     for gi, (lv, f) in enumerate(per_level):
-        group, notes = _group(by, lv, f, gi, cfg, stratify)
+        group, notes = _group(by, lv, f, gi, cfg, stratify, draws)
         groups.append(group)
         if notes:
             warnings.append(f"{by}={lv}: {notes[0]}")
-    mean_tests, rate_tests, other_tests, pair_notes = _pair_tests(per_level, paired, cfg)
+    mean_tests, rate_tests, other_tests, pair_notes = _pair_tests(per_level, paired, cfg, draws)
     warnings += pair_notes
     spread = _spread_tests(per_level)
     warnings += [f"Brown-Forsythe ({t.runs} runs): {w}" for t in spread for w in t.warnings]
@@ -128,14 +151,97 @@ def compare_frame(runset: RunSet, *, settings: Settings | None = None, paired: b
                           warnings)
 
 
-def _group(by: str, lv: Any, f: LevelArrays, gi: int, cfg: Settings, stratify: str | None
+class _Draws:
+    """The count matrices of one ``compare`` (see the module docstring), drawn on first use.
+
+    ``level(i)``: ``(n_i, R)`` for level i's finite values (sorted order), from
+    ``cfg.rng(1, i)``: the very matrix ``bootstrap_statistics(..., rng=cfg.rng(1, i))`` draws
+    first, so the level rows are what they were before the sharing. ``successful(i)``: the same
+    for its successful runs, from ``cfg.rng(5, i)`` (``level(i)`` itself when no run failed).
+    ``paired(n)``: ``(n, R)`` rows attached to the seeds in seed order, from ``cfg.rng(2, n)``;
+    ``swaps(n)``: the paired permutation tests' swaps, from ``cfg.rng(4, n)``. Kept while they fit in :attr:`BUDGET`
+    bytes (20 MB per level of 1,000 runs at 10,000 resamples); past it a matrix is drawn again
+    when asked (a fresh generator of the same salt gives the same matrix), so memory stays
+    bounded for many large levels, at the cost of drawing again.
+    """
+
+    BUDGET = 256 * 2**20
+
+    def __init__(self, cfg: Settings, per_level: Sequence[_Level]) -> None:
+        self.cfg = cfg
+        self.per_level = per_level
+        self._cache: dict[tuple[int, ...], Any] = {}
+        self._bytes = 0
+        self._reps: dict[tuple[str, int, str], Any] = {}
+
+    def _get(self, salt: tuple[int, ...], n: int) -> Any:
+        if n < 2:
+            return None
+        hit = self._cache.get(salt)
+        if hit is not None:
+            return hit
+        counts = S.draw_counts(self.cfg.rng(*salt), self.cfg.resamples, n)
+        if self._bytes + counts.nbytes <= self.BUDGET:
+            self._cache[salt] = counts
+            self._bytes += counts.nbytes
+        return counts
+
+    def level(self, i: int) -> Any:
+        return self._get((1, i), self.per_level[i][1].values.size)
+
+    def successful(self, i: int) -> Any:
+        f = self.per_level[i][1]
+        if f.successful.size == f.values.size:
+            # No failed run: the successful runs are the level's values (the same multiset), and
+            # the level's own matrix is an exact bootstrap of them (independent of every other level's).
+            return self.level(i)
+        return self._get((5, i), f.successful.size)
+
+    def paired(self, n: int) -> Any:
+        return self._get((2, n), n)
+
+    def swaps(self, n: int) -> Any:
+        """``(R, n)`` 0/1 swaps shared by the paired permutation tests of n seeds."""
+        hit = self._cache.get((4, n))
+        if hit is None:
+            hit = S.draw_swaps(self.cfg.rng(4, n), self.cfg.resamples, n)
+            if self._bytes + hit.nbytes <= self.BUDGET:
+                self._cache[(4, n)] = hit
+                self._bytes += hit.nbytes
+        return hit
+
+    def replicates(self, kind: str, i: int, statistic: str) -> Any:
+        """Level i's :func:`~stabstat.stats.bootstrap_replicates` of ``statistic`` (with the
+        jackknife): ``kind`` ``"level"`` (its values, :meth:`level`), ``"successful"``
+        (:meth:`successful`) or ``"paired"`` (its values in seed order, :meth:`paired`). A
+        level is in K - 1 pairs: computed once, not once per pair. None below 2 values."""
+        key = (kind, i, statistic)
+        if key not in self._reps:
+            f = self.per_level[i][1]
+            if kind == "paired":
+                x, counts = f.by_seed, (self.paired(f.by_seed.size) if f.by_seed is not None else None)
+            elif kind == "successful":
+                x, counts = f.successful, self.successful(i)
+            else:
+                x, counts = f.values, self.level(i)
+            self._reps[key] = None if counts is None or x is None else S.bootstrap_replicates(
+                x, counts, statistic=statistic, by_position=kind == "paired")
+        return self._reps[key]
+
+    def pair(self, kind: str, i: int, j: int, statistic: str) -> Any:
+        """Both levels' :meth:`replicates`, or None when either has none."""
+        ra, rb = self.replicates(kind, i, statistic), self.replicates(kind, j, statistic)
+        return (ra, rb) if ra is not None and rb is not None else None
+
+
+def _group(by: str, lv: Any, f: LevelArrays, gi: int, cfg: Settings, stratify: str | None, draws: _Draws
            ) -> tuple[CompareGroup, list[str]]:
     """One level's row and the notes of its mean's bootstrap (in their order: the result's
     warnings quote the first; the row lists them sorted). ``gi``, the level's index, salts
     its generators."""
     vals = f.values
     boot = S.bootstrap_statistics(vals, GROUP_STATISTICS, method=cfg.ci_method, resamples=cfg.resamples,
-                                  confidence=cfg.confidence, rng=cfg.rng(1, gi))
+                                  confidence=cfg.confidence, rng=cfg.rng(1, gi), _counts=draws.level(gi))
     notes = list(boot["mean"].warnings)
     ok = f.successful
     group = CompareGroup(
@@ -164,12 +270,12 @@ def _stratified(f: pl.DataFrame, gi: int, cfg: Settings, stratify: str) -> Strat
     return Stratified(mean, iqm, len(strata))
 
 
-def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
+def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings, draws: _Draws
                 ) -> tuple[list[MeanDifference], list[FailureRateDifference], list[Row], list[str]]:
     """Tests of every pair of levels (a before b in level order): the mean differences and
     the failure-rate differences (two families to adjust), the other rows in pair order
     (probability of improvement, SD ratio of all runs, of successful runs), and why an SD
-    ratio has no interval (a warning each)."""
+    ratio has no interval (a warning each). The bootstrap counts come from ``draws``."""
     mean_tests: list[MeanDifference] = []
     rate_tests: list[FailureRateDifference] = []
     other: list[Row] = []
@@ -178,18 +284,18 @@ def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
         a, b, is_paired = pair_arrays(fa, fb, paired)
         if a.size == 0 or b.size == 0:
             continue
-        # One set of draws per pair serves the mean difference, the SD ratio (all runs) and
-        # the probability of improvement (common random numbers).
-        pair_rng = cfg.rng(2, i, j)
-        ca = S.draw_counts(pair_rng, cfg.resamples, a.size)
-        cb = ca if is_paired else S.draw_counts(pair_rng, cfg.resamples, b.size)
+        # The two levels' own matrices (independent of each other) serve every statistic that
+        # resamples them independently; a paired difference takes the shared matrix of its size.
+        # None where a level has < 2 values: the statistics then have no interval to draw for.
+        ga, gb = draws.level(i), draws.level(j)
+        unpaired_counts = (ga, gb) if ga is not None and gb is not None else None
         d = S.bootstrap_diff(a, b, statistic="mean", paired=is_paired, method=cfg.ci_method,
-                             resamples=cfg.resamples, confidence=cfg.confidence, rng=cfg.seed, _counts=(ca, cb))
+                             resamples=cfg.resamples, confidence=cfg.confidence, rng=cfg.seed,
+                             _replicates=draws.pair("paired" if is_paired else "level", i, j, "mean"))
         p = S.permutation_test(a, b, statistic="mean", paired=is_paired, resamples=cfg.resamples,
-                               rng=cfg.rng(3, i, j))
+                               rng=cfg.rng(3, i, j), _swaps=draws.swaps(a.size) if is_paired else None)
         mean_tests.append(MeanDifference(la, lb, Interval.of(d), d.method, is_paired, int(a.size), int(b.size),
                                          p.p_value, "permutation" + (" (paired sign-flip)" if is_paired else "")))
-        unpaired_counts = (ca, cb) if not is_paired else (ca, S.draw_counts(pair_rng, cfg.resamples, b.size))
         poi = S.probability_of_improvement(a, b, method=cfg.ci_method, resamples=cfg.resamples,
                                            confidence=cfg.confidence, rng=cfg.seed, _counts=unpaired_counts)
         other.append(ProbabilityOfImprovement(la, lb, Interval.of(poi), poi.method))
@@ -198,12 +304,12 @@ def _pair_tests(per_level: Sequence[_Level], paired: bool | str, cfg: Settings
             nd = S.newcombe_diff(ra.k, ra.n, rb.k, rb.n, confidence=cfg.confidence)
             rate_tests.append(FailureRateDifference(la, lb, Interval(nd.estimate, nd.ci_low, nd.ci_high),
                                                     ra.n, rb.n, nd.p_value))
-        for k, (runs_label, xa, xb) in enumerate((("all", a, b),
-                                                  ("successful", fa.successful, fb.successful))):
+        for runs_label, xa, xb in (("all", a, b), ("successful", fa.successful, fb.successful)):
             if xa.size >= 2 and xb.size >= 2:
                 sr = S.bootstrap_diff(xa, xb, statistic="std", op="ratio", method=cfg.ci_method,
-                                      resamples=cfg.resamples, confidence=cfg.confidence, rng=cfg.rng(5, i, j, k),
-                                      _counts=unpaired_counts if k == 0 else None)
+                                      resamples=cfg.resamples, confidence=cfg.confidence, rng=cfg.seed,
+                                      _replicates=draws.pair("level" if runs_label == "all" else "successful",
+                                                             i, j, "std"))
                 other.append(SdRatio(runs_label, la, lb, Interval.of(sr), sr.method, int(xa.size), int(xb.size)))
                 if math.isfinite(sr.estimate) and math.isnan(sr.ci_low):
                     why = next((w for w in sr.warnings if "undefined" in w), "no interval")

@@ -19,6 +19,7 @@ One concept each; import from the package (``from stabstat import stats as S``):
 * ``_common``     type aliases (``RNGLike``, ``Statistic``, ...), defaults (``DEFAULT_*``,
   ``MIN_SEEDS``, ``STATISTICS``), RNG coercion, input checks, :func:`seed_warnings`
 * ``results``     the result dataclasses
+* ``special``     ndtr, ndtri, gammaln, betainc, betaincinv, fdtrc without scipy (CLI start-up)
 * ``resampling``  the bootstrap machinery: count matrices, statistics from counts,
   jackknife, percentile/BCa intervals (how the bootstrap is vectorised is told there)
 * ``bootstrap``   bootstrap CIs for one sample, two samples, correlations
@@ -40,8 +41,10 @@ Imports point one way: ``_common`` and ``results`` import nothing of the project
 ``resampling`` imports them; the other modules import those (``resampling`` only where they
 resample) plus, for ``variance``, ``bootstrap`` and, for ``trends``, ``proportions``.
 Importing the package imports numpy, ``_common`` and ``results`` only; every other name
-loads its module on first use (``S.bootstrap_ci`` imports ``bootstrap`` and so numpy's and
-``scipy.special``'s ufuncs, never ``scipy.stats``); statsmodels is imported on first use.
+loads its module on first use (``S.bootstrap_ci`` imports ``bootstrap``, which imports no
+scipy at all: the normal, beta and F functions of ``compare``'s statistics are in ``special``);
+scipy and statsmodels are imported on first use by the statistics that need them (power,
+trends' fit, aso, expected_max's log-gamma).
 
 References
 ----------
@@ -62,12 +65,9 @@ stratified bootstrap, probability of improvement).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# aso, expected_max and multibootstrap share their name with their module (``S.aso`` must stay the function even
-# after ``import stabstat.stats.aso`` sets the package attribute), so they load eagerly;
-# the rest of the names load lazily (``__getattr__`` below).
+from stabstat._lazy import lazy_package
 from stabstat.stats._common import (
     AUTO_TEXT,
     CI_METHODS,
@@ -81,19 +81,6 @@ from stabstat.stats._common import (
     default_ci_method,
     seed_warnings,
 )
-from stabstat.stats.aso import ASO_THRESHOLD, AsoResult, aso, aso_matrix, violation_ratio
-from stabstat.stats.expected_max import (
-    ExpectedMaxResult,
-    expected_max,
-    expected_max_budget,
-    expected_max_curve,
-)
-from stabstat.stats.multibootstrap import (
-    EXAMPLE_METRICS,
-    MultibootResult,
-    example_metric,
-    multibootstrap,
-)
 from stabstat.stats.results import (
     BootstrapResult,
     RateDiffResult,
@@ -103,17 +90,31 @@ from stabstat.stats.results import (
 )
 
 if TYPE_CHECKING:  # the names below load with their module on first use (__getattr__)
+    from stabstat.stats.aso import ASO_THRESHOLD, AsoResult, aso, aso_matrix, violation_ratio
     from stabstat.stats.bootstrap import (
         bootstrap_ci,
         bootstrap_correlation,
         bootstrap_diff,
         bootstrap_groups,
+        bootstrap_replicates,
         bootstrap_statistics,
         probability_of_improvement,
     )
     from stabstat.stats.components import ComponentsResult, VarianceComponent, variance_components
+    from stabstat.stats.expected_max import (
+        ExpectedMaxResult,
+        expected_max,
+        expected_max_budget,
+        expected_max_curve,
+    )
+    from stabstat.stats.multibootstrap import (
+        EXAMPLE_METRICS,
+        MultibootResult,
+        example_metric,
+        multibootstrap,
+    )
     from stabstat.stats.multiple import adjust_pvalues, benjamini_hochberg, holm
-    from stabstat.stats.permutation import permutation_test, trend_permutation_test
+    from stabstat.stats.permutation import draw_swaps, permutation_test, trend_permutation_test
     from stabstat.stats.power import (
         EXACT_MAX_N,
         bootstrap_power,
@@ -150,10 +151,24 @@ if TYPE_CHECKING:  # the names below load with their module on first use (__geta
 #: power, expected_max, sequential, multibootstrap, trends or stratified: ~20-40 ms of CLI
 #: start-up).
 _LAZY: dict[str, str] = {
+    "ASO_THRESHOLD": "aso",
+    "AsoResult": "aso",
+    "aso": "aso",
+    "aso_matrix": "aso",
+    "violation_ratio": "aso",
+    "ExpectedMaxResult": "expected_max",
+    "expected_max": "expected_max",
+    "expected_max_budget": "expected_max",
+    "expected_max_curve": "expected_max",
+    "EXAMPLE_METRICS": "multibootstrap",
+    "MultibootResult": "multibootstrap",
+    "example_metric": "multibootstrap",
+    "multibootstrap": "multibootstrap",
     "bootstrap_ci": "bootstrap",
     "bootstrap_correlation": "bootstrap",
     "bootstrap_diff": "bootstrap",
     "bootstrap_groups": "bootstrap",
+    "bootstrap_replicates": "bootstrap",
     "bootstrap_statistics": "bootstrap",
     "probability_of_improvement": "bootstrap",
     "ComponentsResult": "components",
@@ -162,6 +177,7 @@ _LAZY: dict[str, str] = {
     "adjust_pvalues": "multiple",
     "benjamini_hochberg": "multiple",
     "holm": "multiple",
+    "draw_swaps": "permutation",
     "permutation_test": "permutation",
     "trend_permutation_test": "permutation",
     "EXACT_MAX_N": "power",
@@ -196,17 +212,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    mod = _LAZY.get(name)
-    if mod is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+lazy_package(__name__, _LAZY)
 
 
 __all__ = [
@@ -244,6 +250,7 @@ __all__ = [
     "bootstrap_diff",
     "bootstrap_groups",
     "bootstrap_power",
+    "bootstrap_replicates",
     "bootstrap_statistics",
     "betting_cs",
     "betting_diff_cs",
@@ -254,6 +261,7 @@ __all__ = [
     "compute_statistic",
     "default_ci_method",
     "draw_counts",
+    "draw_swaps",
     "example_metric",
     "expected_max",
     "expected_max_budget",

@@ -110,9 +110,14 @@ def bootstrap_statistics(
     confidence: float = DEFAULT_CONFIDENCE,
     rng: RNGLike = DEFAULT_SEED,
     min_seeds: int = MIN_SEEDS,
+    _counts: NDArray[Any] | None = None,
 ) -> dict[str, BootstrapResult]:
     """Bootstrap CIs of several statistics of one sample ``x`` (``(n,)``) from one set of
-    resamples (the statistics share the draws). Returns statistic -> result."""
+    resamples (the statistics share the draws). Returns statistic -> result.
+
+    ``_counts`` (internal): the ``(n, R)`` count matrix to use, rows attached to the *sorted*
+    values (what :func:`draw_counts` of the same ``rng`` would give first; ``compare`` draws it
+    itself to reuse it for the pairs the sample is in)."""
     for st_name in statistics:
         _check_common(st_name, method, resamples, confidence)
     gen, seed = _as_rng(rng)
@@ -126,7 +131,7 @@ def bootstrap_statistics(
             out[st_name] = BootstrapResult(**{**out[st_name].__dict__, "seed": seed})
         return out
     xs = np.sort(arr)[None, :]
-    counts = _draw_counts(gen, resamples, n)
+    counts = _counts if _counts is not None else _draw_counts(gen, resamples, n)
     jk = _jackknife_counts(n)
     for st_name in statistics:
         m = resolve_method(method, st_name, n)
@@ -164,6 +169,34 @@ def bootstrap_ci(
 
 # --------------------------------------------------------------------------- two-sample
 
+#: One sample's bootstrap replicates ``(1, R)`` and leave-one-out values ``(1, n)`` (or None).
+Replicates = tuple[FloatArray, FloatArray | None]
+
+
+def bootstrap_replicates(x: ArrayLike, counts: NDArray[Any], *, statistic: Statistic | str = "mean",
+                         by_position: bool = False, jackknife: bool = True) -> Replicates:
+    """``statistic`` of each resample of ``x`` (``(n,)``) given as counts ``(n, R)``, and of
+    each leave-one-out sample (for BCa's acceleration; None unless ``jackknife``).
+
+    ``by_position=False``: row k of counts belongs to the k-th smallest value (how
+    :func:`draw_counts` matrices are used for a sample on its own); the leave-one-out values
+    are then in sorted order. ``True``: row i belongs to ``x[i]`` (pairs resampled together:
+    the same row of both samples is the same seed), and so does leave-one-out value i.
+    Returns ``(theta_b (1, R), jack (1, n) or None)``.
+    """
+    xv = np.asarray(x, dtype=np.float64)
+    n = xv.size
+    order = np.argsort(xv, kind="stable") if by_position else None
+    xs = (xv[order] if order is not None else np.sort(xv))[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        theta_b = _stat_from_counts(statistic, xs, counts[order] if order is not None else counts, n)
+        jack = None
+        if jackknife:
+            jk = _jackknife_counts(n)
+            jack = _stat_from_counts(statistic, xs, jk[order] if order is not None else jk, n - 1)
+    return theta_b, jack
+
+
 
 def bootstrap_diff(
     a: ArrayLike,
@@ -178,6 +211,7 @@ def bootstrap_diff(
     rng: RNGLike = DEFAULT_SEED,
     min_seeds: int = MIN_SEEDS,
     _counts: tuple[NDArray[Any], NDArray[Any]] | None = None,
+    _replicates: tuple[Replicates, Replicates] | None = None,
 ) -> BootstrapResult:
     """CI of ``stat(a) - stat(b)`` (``op='diff'``) or ``stat(a) / stat(b)`` (``op='ratio'``).
 
@@ -187,7 +221,10 @@ def bootstrap_diff(
     BCa uses the jackknife of each sample (unpaired) or of the pairs (paired).
     ``_counts`` (internal) reuses count matrices drawn by :func:`draw_counts` (common
     random numbers across statistics of the same pair): ``(n_a, R)`` and ``(n_b, R)``,
-    or the same ``(n, R)`` matrix twice when paired.
+    or the same ``(n, R)`` matrix twice when paired. ``_replicates`` (internal) gives each
+    sample's :func:`bootstrap_replicates` instead (``by_position=paired``; with the jackknife
+    for BCa): ``compare`` computes them once per level and reuses them in every pair of that
+    level; the result is the one these counts give, to the last bit.
     """
     _check_common(statistic, method, resamples, confidence)
     if op not in ("diff", "ratio"):
@@ -210,31 +247,25 @@ def bootstrap_diff(
             notes.append(f"the {label} is undefined for these data (division by zero)")
         return _result(est, math.nan, math.nan, statistic, method, resamples, seed, confidence, n_out, notes)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
+    bca = method == "bca"
+    if _replicates is None:
         if paired:
-            n = xa.size
-            oa, ob = np.argsort(xa, kind="stable"), np.argsort(xb, kind="stable")
-            sa, sb = xa[oa][None, :], xb[ob][None, :]
-            counts = _counts[0] if _counts is not None else _draw_counts(gen, resamples, n)
-            theta_b = combine(_stat_from_counts(statistic, sa, counts[oa], n),
-                              _stat_from_counts(statistic, sb, counts[ob], n))
-            jk = _jackknife_counts(n)
-            jack = [combine(_stat_from_counts(statistic, sa, jk[oa], n - 1),
-                            _stat_from_counts(statistic, sb, jk[ob], n - 1))] if method == "bca" else None
+            counts = _counts[0] if _counts is not None else _draw_counts(gen, resamples, xa.size)
+            ca = cb = counts
         else:
-            sa, sb = np.sort(xa)[None, :], np.sort(xb)[None, :]
             ca, cb = _counts if _counts is not None else (
                 _draw_counts(gen, resamples, xa.size), _draw_counts(gen, resamples, xb.size))
-            ta = _stat_from_counts(statistic, sa, ca, xa.size)
-            tb = _stat_from_counts(statistic, sb, cb, xb.size)
-            theta_b = combine(ta, tb)
-            jack = None
-            if method == "bca":
-                fa = compute_statistic(statistic, xa)
-                fb = compute_statistic(statistic, xb)
-                ja = _stat_from_counts(statistic, sa, _jackknife_counts(xa.size), xa.size - 1)
-                jb = _stat_from_counts(statistic, sb, _jackknife_counts(xb.size), xb.size - 1)
-                jack = [combine(ja, fb), combine(fa, jb)]
+        _replicates = (bootstrap_replicates(xa, ca, statistic=statistic, by_position=paired, jackknife=bca),
+                       bootstrap_replicates(xb, cb, statistic=statistic, by_position=paired, jackknife=bca))
+    (ta, ja), (tb, jb) = _replicates
+    with np.errstate(invalid="ignore", divide="ignore"):
+        theta_b = combine(ta, tb)
+        jack = None
+        if bca:
+            assert ja is not None and jb is not None, "_replicates without jackknife values for a BCa interval"
+            # Paired: leave one *pair* out (position i of both); unpaired: one value of either sample.
+            jack = [combine(ja, jb)] if paired else [combine(ja, compute_statistic(statistic, xb)),
+                                                     combine(compute_statistic(statistic, xa), jb)]
     low, high, more, used = _intervals(np.array([est]), theta_b, jack, method, confidence)
     if not np.all(np.isfinite(theta_b)):
         more[0].append(f"some resamples give an undefined {label} (e.g. a zero denominator); no interval")
@@ -274,8 +305,9 @@ def probability_of_improvement(
 
     def stat(ca: NDArray[Any], cb: NDArray[Any], ta: int, tb: int) -> FloatArray:
         # ca: (n_a, R), cb: (n_b, R) counts summing to ta, tb per column -> (R,).
-        # int32 while every product fits (2 ta tb < 2**31): half the memory traffic of int64.
-        wide = np.int32 if 2 * ta * tb < 2**31 else np.int64
+        # The narrowest integer type in which every product fits (2 ta tb): int16 up to ~120
+        # values per group, int32 beyond, int64 past 2**31: less memory traffic, the same sums.
+        wide = np.int16 if 2 * ta * tb < 2**15 else np.int32 if 2 * ta * tb < 2**31 else np.int64
         cum = np.zeros((ca.shape[0] + 1, ca.shape[1]), dtype=wide)
         np.cumsum(ca, axis=0, out=cum[1:])
         # 2 * (#a > b_j) + (#a = b_j) per resample: (n_b, R)

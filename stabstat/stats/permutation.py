@@ -11,7 +11,7 @@ import math
 from typing import Literal
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from stabstat.stats._common import (
     DEFAULT_RESAMPLES,
@@ -35,6 +35,7 @@ def permutation_test(
     alternative: Literal["two-sided", "greater", "less"] | str = "two-sided",
     resamples: int = DEFAULT_RESAMPLES,
     rng: RNGLike = DEFAULT_SEED,
+    _swaps: NDArray[np.float64] | None = None,
 ) -> TestResult:
     """Permutation test of ``stat(a) - stat(b) = 0`` (``alternative``: two-sided, or
     ``greater``: stat(a) > stat(b), or ``less``).
@@ -44,6 +45,10 @@ def permutation_test(
     probability 1/2. The p-value is ``(1 + #{|T*| >= |T|}) / (1 + resamples)``, which is
     never 0 and is a valid (slightly conservative) Monte-Carlo p-value; one-sided versions
     count ``T* >= T`` (greater) or ``T* <= T`` (less).
+
+    ``_swaps`` (internal, paired only): the ``(resamples, n)`` 0/1 float matrix of swaps to
+    use instead of drawing it (:func:`draw_swaps`); ``compare`` shares one per number of seeds
+    between its pairs (common random numbers; each test's null distribution stays exact).
     """
     if alternative not in ("two-sided", "greater", "less"):
         raise ValueError(f"alternative must be two-sided, greater or less, got {alternative!r}")
@@ -60,7 +65,8 @@ def permutation_test(
     if paired:
         if xa.size != xb.size:
             raise ValueError(f"paired samples need equal lengths, got {xa.size} and {xb.size}")
-        u = gen.random((resamples, xa.size))  # (R, n): pair i of resample r swapped when < 0.5
+        # (R, n): pair i of resample r swapped where 1
+        u = _swaps if _swaps is not None else draw_swaps(gen, resamples, xa.size)
         if statistic == "mean":
             # mean(a*) - mean(b*) = (sum(d) - 2 * sum of the swapped d_i) / n with d = a - b:
             # one matrix-vector product over the 0/1 swap matrix instead of two (R, n)
@@ -68,10 +74,9 @@ def permutation_test(
             # to ~1e-16, far inside the tolerance below). einsum, not `@`: a threaded BLAS
             # gemv took 15 ms instead of 0.3 ms on a loaded 2-core machine.
             d = xa - xb
-            np.less(u, 0.5, out=u)
             t_b = (d.sum() - 2.0 * np.einsum("rn,n->r", u, d)) / xa.size
             return _p_value(name, t_obs, t_b, alternative, resamples, (xa.size, xb.size))
-        swap = u < 0.5
+        swap = u > 0.5
         pa = np.where(swap, xb, xa)
         pb = np.where(swap, xa, xb)
     else:
@@ -81,6 +86,14 @@ def permutation_test(
         pa, pb = z[:, : xa.size], z[:, xa.size:]
     t_b = compute_statistic(statistic, pa, axis=1) - compute_statistic(statistic, pb, axis=1)
     return _p_value(name, t_obs, t_b, alternative, resamples, (xa.size, xb.size))
+
+
+def draw_swaps(gen: np.random.Generator, resamples: int, n: int) -> NDArray[np.float64]:
+    """``(resamples, n)`` float 0/1: pair i of resample r is swapped where 1 (a uniform draw
+    below 1/2), what a paired permutation test of n pairs draws from ``gen``."""
+    u = gen.random((resamples, n))
+    np.less(u, 0.5, out=u)
+    return u
 
 
 def _p_value(name: str, t_obs: float, t_b: np.ndarray, alternative: str, resamples: int,

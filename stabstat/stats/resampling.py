@@ -14,7 +14,10 @@ evaluate every statistic from counts without sorting any resample:
 Because the seeds of a group are exchangeable, the counts can be attached to the sorted
 positions directly, so groups of the same size share one count matrix (common random
 numbers: each group's bootstrap distribution is exact; their Monte-Carlo errors are
-correlated). Differences between groups always get their own independent draws.
+correlated). Differences between groups get their own independent draws, unless the caller
+passes counts or replicates (``compare`` reuses each level's matrix in the pairs it is in, the
+two levels of a pair always independent: :mod:`stabstat.analysis.compare` says why that stays
+exact). The normal CDF and quantile of BCa come from :mod:`stabstat.stats.special` (no scipy).
 
 
 The same statistics are also evaluated directly (:func:`compute_statistic`, the reference
@@ -36,8 +39,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
 
+from stabstat.stats import special
 from stabstat.stats._common import STATISTICS, FloatArray, RNGLike, _as_rng
 from stabstat.stats.results import BootstrapResult
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
 
+from stabstat.stats import special
 from stabstat.stats._common import DEFAULT_CONFIDENCE, FloatArray
 from stabstat.stats.proportions import rate_interval
 from stabstat.stats.results import RateResult, TrendResult

@@ -1,7 +1,7 @@
 """Comparing spread between groups: Brown-Forsythe test, bootstrap CI of an SD ratio.
 
 Groups are ``(n,)`` per-seed values. The Brown-Forsythe F tail comes from
-:mod:`scipy.special` (no ``scipy.stats`` import: CLI start-up time).
+:mod:`stabstat.stats.special` (no scipy import: CLI start-up time).
 
 References
 ----------
@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
 
+from stabstat.stats import special
 from stabstat.stats._common import (
     DEFAULT_CONFIDENCE,
     DEFAULT_RESAMPLES,
@@ -47,7 +47,7 @@ def brown_forsythe(*groups: ArrayLike) -> TestResult:
     if all(np.all(a == np.median(a)) for a in usable):
         return TestResult(name, math.nan, 1.0, sizes, (len(usable) - 1.0, sum(a.size for a in usable) - len(usable)),
                           tuple(notes + ["every group is constant: no spread to compare"]))
-    # One-way ANOVA on absolute deviations from each group's median; F tail via scipy.special.
+    # One-way ANOVA on absolute deviations from each group's median; F tail via stabstat.stats.special.
     z = [np.abs(a - np.median(a)) for a in usable]
     n_i = np.array([a.size for a in z], dtype=np.float64)
     zbar_i = np.array([a.mean() for a in z])

@@ -35,8 +35,9 @@ the store never knows which format a run came from.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from stabstat.store.connection import DB_ENV, DEFAULT_DB, default_db, fetch_frame, quote_ident
-from stabstat.store.load import IngestReport, Rejection
 from stabstat.store.queries import Store
 from stabstat.store.schema import (
     LOWER_IS_BETTER_PATTERN,
@@ -46,6 +47,22 @@ from stabstat.store.schema import (
     default_higher_is_better,
     parse_value,
 )
+
+if TYPE_CHECKING:
+    from stabstat.store.load import IngestReport, Rejection
+
+
+def __getattr__(name: str) -> Any:
+    # The write side (store.load and what it imports, ~7 ms) loads on first use only:
+    # the analysis commands never write.
+    if name in ("IngestReport", "Rejection"):
+        from stabstat.store import load
+
+        value = getattr(load, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DB_ENV",
