@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,16 @@ def assert_same_as_python(store: Store, d: Path) -> dict[str, Any]:
     return ref
 
 
+def assert_ingested_as_python(store: Store, runs: Sequence[Path]) -> None:
+    """Every run folder of ``runs`` is stored as the Python reader reads it
+    (:func:`assert_same_as_python`), and its ``ingests`` row counts its rows."""
+    for d in runs:
+        ref = assert_same_as_python(store, d)
+        counts = store.con.execute("SELECT n_steps, n_evals FROM ingests WHERE run_id = ?",
+                                   [ref["run"].run_id]).fetchall()
+        assert counts == [(len(ref["steps"]), len(ref["evals"]))], d
+
+
 def _varied_runs(make_hf_run: Any, root: Path) -> list[Path]:
     """Runs that exercise every rule of the reader."""
     out = []
@@ -117,11 +128,7 @@ def test_duckdb_path_equals_the_python_reader(make_hf_run, tmp_path, monkeypatch
     with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
         rep = ingest(store, tmp_path / "v")
         assert rep.ok and len(rep.added) == len(runs), rep.summary()
-        for d in runs:
-            ref = assert_same_as_python(store, d)
-            counts = store.con.execute("SELECT n_steps, n_evals FROM ingests WHERE run_id = ?",
-                                       [ref["run"].run_id]).fetchall()
-            assert counts == [(len(ref["steps"]), len(ref["evals"]))]
+        assert_ingested_as_python(store, runs)
     statuses = {d.name: read_hf_run(d).run_json["status"] for d in runs}
     assert statuses == {"seed=1": "completed", "seed=2": "interrupted", "seed=3": "diverged", "seed=4": "completed"}
 

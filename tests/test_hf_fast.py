@@ -155,8 +155,13 @@ def test_training_entry_without_step_is_rejected(make_hf_run, tmp_path):
 
 def test_object_size_fits_the_batch(make_hf_run, tmp_path, monkeypatch):
     """``$max_bytes`` is twice the batch's largest state file, at least DuckDB's 16 MiB default
-    (a 1 GiB limit for every batch cost ~0.2 s per 300 files: DuckDB sizes its buffers by it)."""
+    (a 1 GiB limit for every batch cost ~0.2 s per 300 files: DuckDB sizes its buffers by it).
+    Only the general path calls ``read_json`` (the typed path of plain files reads their text
+    with ``read_text``, which has no object size): every run is sent there."""
     import stabstat.store.load as load_mod
+    from stabstat.ingest.sources import hf_typed
+
+    monkeypatch.setattr(hf_typed, "plain_runs", lambda scan: (set(), []))
 
     small = make_hf_run("hf/seed=1")
     seen: list[int] = []

@@ -38,14 +38,17 @@ def stabstat_fingerprint(run_dir: Path, run_json_bytes: bytes, status: str, file
 
 
 def hf_fingerprint(
-    reader_version: int, run_dir: Path, params: Mapping[str, Any] | None, files: Iterable[Path]
+    reader_version: int, run_dir: Path, params: Mapping[str, Any] | None, files: Iterable[Path],
+    *, resolved: Path | None = None,
 ) -> str:
     """Fingerprint of a Hugging Face run: the reader's version, the resolved run directory, the
     ``--param`` factors and the path, size and mtime of every file read (state files and side
     files, in any order). The Trainer rewrites a state file whenever it saves, which changes
-    its mtime; the files' contents are not read (hashing them cost more than DuckDB's reading)."""
+    its mtime; the files' contents are not read (hashing them cost more than DuckDB's reading).
+    ``resolved``: ``run_dir.resolve()`` when the caller has it."""
+    absolute = resolved if resolved is not None else run_dir.resolve()
     h = hashlib.sha256()
-    h.update(json.dumps([reader_version, str(run_dir.resolve()), sorted((params or {}).items(), key=str)],
+    h.update(json.dumps([reader_version, str(absolute), sorted((params or {}).items(), key=str)],
                         default=str).encode())
     for f in sorted(files):
         st = os.stat(f)

@@ -50,11 +50,13 @@ def hive_factors(path: str | os.PathLike[str]) -> dict[str, Any]:
     return out
 
 
-def make_run_id(run_dir: Path) -> str:
-    """Deterministic run id from the run directory's absolute path: ``<folder>-<8 hex>``."""
-    resolved = str(run_dir.resolve())
-    digest = hashlib.sha1(resolved.encode("utf-8")).hexdigest()[:8]
-    return f"{run_dir.resolve().name}-{digest}"
+def make_run_id(run_dir: Path, *, resolved: Path | None = None) -> str:
+    """Deterministic run id from the run directory's absolute path: ``<folder>-<8 hex>``
+    (``resolved``: ``run_dir.resolve()`` when the caller has it; resolving costs a ``stat``
+    per path component)."""
+    absolute = resolved if resolved is not None else run_dir.resolve()
+    digest = hashlib.sha1(str(absolute).encode("utf-8")).hexdigest()[:8]
+    return f"{absolute.name}-{digest}"
 
 
 def side_factors(

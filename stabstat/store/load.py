@@ -14,8 +14,8 @@ parameter), and never an Arrow table (registering one, or ``pa.array`` on a list
 pandas: ~0.7 s of start-up for every ``stabstat ingest``).
 
 JSON files (e.g. Hugging Face ``trainer_state.json``) are never parsed by Python on the way in:
-the runs of one batch that share a :class:`JsonReader` are staged by DuckDB's own reader
-(``read_json`` over all their files in one statement, into temporary tables), the reader's
+the runs of one batch that share a :class:`JsonReader` are staged by DuckDB's own readers
+(``read_json`` / ``read_text`` over all their files in one statement, into temporary tables), the reader's
 ``facts`` query returns one small row per run (status, metric names, row counts) that its
 ``finish`` callback writes into the run before its ``runs`` row is inserted, and each table's
 rows are inserted with one ``INSERT ... SELECT`` from the staged rows. A file DuckDB cannot
@@ -27,6 +27,7 @@ run in Python (one-line rejection naming the file and entry, or column lists to 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ __all__ = [
     "json_files",
     "now",
     "record_ingests",
+    "statement_params",
 ]
 
 
@@ -128,10 +130,13 @@ class JsonReader:
     of that format; see the module docstring for the flow).
 
     ``stage``: SQL statements run in order, each creating one temporary table (named in
-    ``temp_tables``, dropped afterwards). They get three list parameters, one entry per file
-    of the batch: ``$files`` (VARCHAR[], paths as given to ``read_json(..., filename =
-    true)``, which returns them unchanged), ``$runs`` (VARCHAR[], the file's run_id) and
-    ``$pos`` (INTEGER[], the file's position among its run's files, in the adapter's order);
+    ``temp_tables``, dropped afterwards); or a callable ``stage(con, params)`` that runs its
+    own (a reader whose SQL depends on what the files hold, e.g. their keys). They get four
+    list parameters, one entry per file of the batch: ``$files`` (VARCHAR[], paths as given to
+    ``read_json(..., filename = true)``, which returns them unchanged), ``$runs`` (VARCHAR[],
+    the file's run_id), ``$r`` (BIGINT[], the run's 1-based number in the batch: an integer
+    key, cheaper to group by than run_id) and ``$pos`` (INTEGER[], the file's position among
+    its run's files, in the adapter's order);
     and ``$max_bytes`` (BIGINT), for ``read_json``'s ``maximum_object_size``: twice the
     largest file of the batch (a file may grow before it is read), at least DuckDB's default
     16 MiB (a larger limit costs time: DuckDB sizes its read buffers by it).
@@ -146,7 +151,7 @@ class JsonReader:
     """
 
     name: str
-    stage: tuple[str, ...]
+    stage: tuple[str, ...] | Callable[[Any, dict[str, Any]], None]
     temp_tables: tuple[str, ...]
     selects: Mapping[str, str]
     facts: str
@@ -332,6 +337,11 @@ def json_files(run: LoadableRun) -> JsonFiles | None:
     return next((d.json for d in run.tables.values() if d.json is not None), None)
 
 
+def statement_params(sql: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``params`` that ``sql`` names as ``$name`` (DuckDB refuses others)."""
+    return {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}  # $r is not $runs
+
+
 def _stage_json(store: Store, batch: Sequence[LoadableRun]) -> list[JsonReader]:
     """Stage the JSON files of the batch's runs (one set of statements per reader, every file
     of the batch at once) and complete each run from its facts row; the readers staged."""
@@ -343,19 +353,24 @@ def _stage_json(store: Store, batch: Sequence[LoadableRun]) -> list[JsonReader]:
     for reader, runs in groups.values():
         files: list[str] = []
         run_ids: list[str] = []
+        numbers: list[int] = []
         pos: list[int] = []
         largest = 0
-        for run in runs:
+        for k, run in enumerate(runs, start=1):
             jf = json_files(run)
             assert jf is not None
             files += jf.files
             run_ids += [run.run_id] * len(jf.files)
+            numbers += [k] * len(jf.files)
             pos += range(len(jf.files))
             largest = max(largest, jf.max_bytes)
-        params = {"files": files, "runs": run_ids, "pos": pos, "max_bytes": max(_DUCKDB_JSON_OBJECT, 2 * largest)}
-        for sql in reader.stage:
-            # only the parameters a statement names may be passed to it
-            store.con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+        params: dict[str, Any] = {"files": files, "runs": run_ids, "r": numbers, "pos": pos,
+                                  "max_bytes": max(_DUCKDB_JSON_OBJECT, 2 * largest)}
+        if callable(reader.stage):
+            reader.stage(store.con, params)
+        else:
+            for sql in reader.stage:
+                store.con.execute(sql, statement_params(sql, params))
         cur = store.con.execute(reader.facts)
         names = [d[0] for d in cur.description]
         facts = {row[0]: dict(zip(names, row, strict=True)) for row in cur.fetchall()}

@@ -44,7 +44,7 @@ from stabstat.errors import InputFormatError, StabstatError
 from stabstat.ingest.fingerprint import hf_fingerprint
 from stabstat.ingest.runinfo import hive_factors, make_run_id, parse_param, side_factors
 from stabstat.ingest.source import PrepareOptions, Reject, RunInput, TableData, scalar_factors
-from stabstat.ingest.sources import hf_duckdb
+from stabstat.ingest.sources import hf_duckdb, hf_typed
 from stabstat.ingest.sources.hf_duckdb import STATE_SCALARS
 from stabstat.store.load import JsonFiles, JsonReader
 from stabstat.store.schema import parse_value
@@ -238,12 +238,13 @@ def _rows_and_status(
 
 def _metadata(
     d: Path, newest: tuple[Path, dict[str, Any]], params: Mapping[str, Any] | None,
-    run_id: str, status: str, metrics: list[str] | None,
+    run_id: str, status: str, metrics: list[str] | None, resolved: Path | None = None,
 ) -> tuple[dict[str, Any], list[Path]]:
     """The run.json-like dict of an HF run (factors: folder names < side files < ``params``),
-    and the side files read. ``metrics`` None: no ``task.metrics`` yet (a side file's stays)."""
+    and the side files read. ``metrics`` None: no ``task.metrics`` yet (a side file's stays).
+    ``resolved``: ``d.resolve()`` when the caller has it."""
     newest_path, state = newest
-    config = hive_factors(d.resolve())
+    config = hive_factors(resolved if resolved is not None else d.resolve())
     side, task, side_files = side_factors(d, newest_path)
     config.update(side)
     config.update(params or {})
@@ -339,8 +340,9 @@ class HFSource:
     2). A ``trainer_state.json`` or a ``checkpoint-<n>/`` folder given by the user belongs to
     the run above it. ``prepare`` reads no state file: it lists them, reads the side files and
     fingerprints the run from file sizes and modification times; DuckDB reads the state files
-    of a whole batch at load time (:data:`READER`, the SQL in :mod:`.hf_duckdb`), which also
-    decides the status. A run DuckDB cannot load is read by :func:`read_hf_run` instead.
+    of a whole batch at load time (:data:`READER`: plain files typed in one pass, see
+    :mod:`.hf_typed`, the others with the SQL in :mod:`.hf_duckdb`), which also decides the
+    status. A run DuckDB cannot load is read by :func:`read_hf_run` instead.
     """
 
     name: str = "hf"
@@ -364,13 +366,15 @@ class HFSource:
         # files by global_step, then by this order, so the own file wins a tie as in read_hf_run.
         ordered = [f for f in files if f.parent != path] + [f for f in files if f.parent == path]
         newest_guess = ordered[-1] if ordered[-1].parent == path else max(ordered, key=_checkpoint_number)
-        run_id = make_run_id(path)
+        resolved = path.resolve()  # once: run id, folder factors and fingerprint all use it
+        run_id = make_run_id(path, resolved=resolved)
         try:
             # task.metrics is set by _finish from the metric names DuckDB finds
-            run_json, side_files = _metadata(path, (newest_guess, {}), options.params, run_id, "interrupted", None)
+            run_json, side_files = _metadata(path, (newest_guess, {}), options.params, run_id, "interrupted", None,
+                                             resolved)
         except StabstatError as exc:
             raise Reject(str(exc)) from None
-        fingerprint = hf_fingerprint(READER_VERSION, path, options.params, [*ordered, *side_files])
+        fingerprint = hf_fingerprint(READER_VERSION, path, options.params, [*ordered, *side_files], resolved=resolved)
         if options.known.get(run_id) == fingerprint:
             return RunInput(run_id=run_id, source=str(path), source_format=self.name, run_json=run_json,
                             status="", fingerprint=fingerprint, factors={}, unchanged=True)
@@ -440,8 +444,9 @@ def _fallback(run: Any) -> None:
         run.tables[name] = TableData(columns=columns, rows=len(table_rows))
 
 
-#: How DuckDB reads trainer_state.json files (see :mod:`.hf_duckdb`).
+#: How DuckDB reads trainer_state.json files: plain files typed (:mod:`.hf_typed`), the others
+#: as JSON text (:mod:`.hf_duckdb`), both into the same staged rows.
 READER = JsonReader(
-    name="hf", stage=hf_duckdb.STAGE, temp_tables=hf_duckdb.TEMP_TABLES, selects=hf_duckdb.SELECTS,
-    facts=hf_duckdb.FACTS, finish=_finish, fallback=_fallback,
+    name="hf", stage=hf_typed.stage, temp_tables=(*hf_duckdb.TEMP_TABLES, *hf_typed.TEMP_TABLES),
+    selects=hf_duckdb.SELECTS, facts=hf_duckdb.FACTS, finish=_finish, fallback=_fallback,
 )

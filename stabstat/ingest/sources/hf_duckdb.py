@@ -1,14 +1,17 @@
-"""The SQL that reads Hugging Face ``trainer_state.json`` files with DuckDB's JSON reader.
+"""The general SQL path that reads Hugging Face ``trainer_state.json`` files with DuckDB's JSON reader.
 
-The rules are those of :func:`stabstat.ingest.sources.hf.read_hf_run` (the Python reader, which
-stays the reference, the fallback for files this SQL refuses, and what explains them); here
-every file of a batch is read by one ``read_json`` statement and the rows never pass through
+Most files take the typed path of :mod:`.hf_typed` (one typed pass over their entries); this
+path reads the others, the files whose raw text shows something the typed read would get wrong
+(a null loss, a string where a number belongs, another evaluation prefix, an escaped key...).
+Its rules are those of :func:`stabstat.ingest.sources.hf.read_hf_run` (the Python reader, which
+stays the reference, the fallback for files this SQL refuses, and what explains them): every
+file it is given is read by one ``read_json`` statement and the rows never pass through
 Python. Stages (temporary tables, see :class:`stabstat.store.load.JsonReader`):
 
 ``_hf_files``
-    one row per state file: run_id, ``pos`` (the adapter's order, which lists the run folder's
-    own file last), the top-level scalars of the state and ``log_history`` as JSON[] (each
-    entry as minified JSON text). The only pass over the files.
+    one row per state file: run number ``r`` (``$r``), run_id, ``pos`` (the adapter's order,
+    which lists the run folder's own file last), the top-level scalars of the state and
+    ``log_history`` as JSON[] (each entry as minified JSON text). The only pass over the files.
 ``_hf_ranks``
     per file its ``rank`` among its run's files (1 = oldest: by ``global_step``, a non-integer
     counting as -1, then by ``pos``, so the own file wins a tie).
@@ -17,10 +20,12 @@ Python. Stages (temporary tables, see :class:`stabstat.store.load.JsonReader`):
     then parsed): whether it is the summary (``train_runtime``) and its evaluation prefixes
     (``<prefix>_runtime`` keys other than ``train_runtime``, plus ``eval`` when a key starts
     with ``eval_``).
-``_hf_steps`` / ``_hf_evals``
-    the contract's rows, type-checked, the newest file's (then the later entry's) row kept
-    per step / per (step, split, metric). The training entries are read straight from
-    ``_hf_files`` into typed values (``json_transform``), guarded by a test of their text.
+then the shared outputs (:data:`OUTPUTS`, filled by both paths)
+    ``_hf_steps`` / ``_hf_evals``: the contract's rows, type-checked, the newest file's (then
+    the later entry's) row kept per step / per (step, split, metric); the training entries are
+    read straight from ``_hf_files`` into typed values (``json_transform``), guarded by a test
+    of their text. ``_hf_runs``: per run its newest file, that file's scalars, and whether a
+    file holds the summary entry.
 
 A value of the wrong JSON type (a string loss, a fractional or negative step, a boolean, an
 entry that is not an object, no ``log_history`` list) makes the statement fail through
@@ -35,7 +40,8 @@ otherwise replace that field's value with the folder's.
 
 from __future__ import annotations
 
-__all__ = ["EVALS", "FACTS", "FILES", "RANKS", "SPECIAL", "STATE_SCALARS", "STEPS", "STAGE", "TEMP_TABLES"]
+__all__ = ["EVALS", "FACTS", "FILES", "GENERAL", "OUTPUTS", "RANKS", "RUNS", "SELECTS", "SPECIAL", "STATE_SCALARS",
+           "STEPS", "TEMP_TABLES"]
 
 #: Scalar fields of ``transformers.TrainerState`` kept in ``environment.trainer_state`` (read
 #: as JSON, so any value type is accepted; non-scalars and nulls are left out).
@@ -64,8 +70,8 @@ SELECT f.r, f.run_id, f.pos, s.filename, {_SCALARS},
            AS log_history
 FROM read_json($files, filename = true, format = 'unstructured', hive_partitioning = false,
                maximum_object_size = least($max_bytes, {MAX_STATE_BYTES}), columns = {_COLUMNS}) AS s
-JOIN (SELECT *, dense_rank() OVER (ORDER BY run_id) AS r
-      FROM (SELECT unnest($files) AS filename, unnest($runs) AS run_id, unnest($pos) AS pos)) AS f USING (filename)
+JOIN (SELECT unnest($files) AS filename, unnest($runs) AS run_id, unnest($r) AS r, unnest($pos) AS pos) AS f
+    USING (filename)
 """
 
 #: The files' ranks, apart from their entries: a window over ``_hf_files`` itself would sort
@@ -86,7 +92,7 @@ FROM _hf_files
 _ENTRIES = """(SELECT f.r, k.rank, generate_subscripts(f.log_history, 1) AS i, unnest(f.log_history) AS e
       FROM _hf_files AS f JOIN _hf_ranks AS k USING (r, filename))"""
 #: run number -> run_id
-_RUNS = "(SELECT r, any_value(run_id) AS run_id FROM _hf_ranks GROUP BY r)"
+_RUNS = "(SELECT r, run_id FROM _hf_runs)"
 
 # An element of a JSON[] column is minified text (DuckDB writes it back without spaces), so a
 # top-level key ``k`` shows as ``"k":`` followed by its value's first character. Substring tests
@@ -143,7 +149,7 @@ _NEWEST = "rank * 2147483648 + i"
 #: value is kept). Read straight from ``_hf_files``, no copy of the entries' text; a candidate
 #: of :data:`_CANDIDATE` is parsed to tell (rare), every other entry is only typed once.
 STEPS = f"""
-CREATE OR REPLACE TEMP TABLE _hf_steps AS
+INSERT INTO _hf_steps
 SELECT r, step, arg_max_null(v.epoch, {_NEWEST}) AS epoch, arg_max_null(v.loss, {_NEWEST}) AS loss,
        arg_max_null(v.learning_rate, {_NEWEST}) AS lr, arg_max_null(v.grad_norm, {_NEWEST}) AS grad_norm
 FROM (
@@ -168,7 +174,7 @@ _VALUE = ("CASE WHEN json_type(val) IN ('ARRAY', 'OBJECT', 'VARCHAR', 'NULL') TH
           "ELSE coalesce(TRY_CAST(val::VARCHAR AS DOUBLE), error('not a number')) END")
 
 EVALS = f"""
-CREATE OR REPLACE TEMP TABLE _hf_evals AS
+INSERT INTO _hf_evals
 SELECT r, step, split, metric, value FROM (
     SELECT r, rank, i, step, split, metric, {_VALUE} AS value,
            json_type(val) IN ('ARRAY', 'OBJECT', 'VARCHAR') AS skip
@@ -201,20 +207,55 @@ SELECT CASE WHEN count(*) <> len($files) OR count(DISTINCT filename) <> count(*)
 FROM _hf_files
 """
 
-STAGE: tuple[str, ...] = (FILES, ONE_VALUE_PER_FILE, RANKS, SPECIAL, STEPS, EVALS)
-TEMP_TABLES: tuple[str, ...] = ("_hf_files", "_hf_ranks", "_hf_special", "_hf_steps", "_hf_evals")
-
-#: One row per run: the newest state file and its scalars, whether the summary entry was seen,
-#: whether a logged loss is non-finite, the metric names and the row counts.
-FACTS = f"""
-SELECT n.run_id, n.filename AS state_file, {", ".join(f"n.{k}" for k in STATE_SCALARS)},
-       coalesce(e.finished, false) AS finished, coalesce(s.diverged, false) AS diverged,
-       coalesce(s.n, 0) AS n_steps, coalesce(v.n, 0) AS n_evals, coalesce(v.metrics, []) AS metrics
+#: The newest file of each run (its scalars) and whether a file holds the summary entry.
+RUNS = f"""
+INSERT INTO _hf_runs
+SELECT n.r, n.run_id, n.filename, {", ".join(f"n.{k}" for k in STATE_SCALARS)}, coalesce(e.finished, false)
 FROM (SELECT k.r, k.run_id, k.filename, {", ".join(f"f.{k}" for k in STATE_SCALARS)}
       FROM _hf_ranks AS k JOIN _hf_files AS f USING (r, filename)
       QUALIFY row_number() OVER (PARTITION BY k.r ORDER BY k.rank DESC) = 1) AS n
 LEFT JOIN (SELECT r, bool_or(fin) AS finished FROM _hf_special GROUP BY r) AS e USING (r)
-LEFT JOIN (SELECT r, count(*) AS n, bool_or(NOT isfinite(loss)) AS diverged FROM _hf_steps GROUP BY r) AS s USING (r)
+"""
+
+#: The temporary tables of this path and the shared outputs (dropped after each batch).
+TEMP_TABLES: tuple[str, ...] = ("_hf_files", "_hf_ranks", "_hf_special", "_hf_steps", "_hf_evals", "_hf_runs",
+                                 "_hf_entries", "_hf_dup")
+
+#: The statements of this general path, in order: they fill the shared :data:`OUTPUTS` with
+#: the rows of the files they are given.
+GENERAL: tuple[str, ...] = (FILES, ONE_VALUE_PER_FILE, RANKS, SPECIAL, STEPS, EVALS, RUNS)
+
+#: The staged rows both paths (this one and the typed one of :mod:`.hf_typed`) insert into:
+#: per run number ``r`` its steps (one row per step, de-duplicated), its evaluations (one row
+#: per step, split and metric) and its facts (run_id, newest file, its scalars, finished).
+#: The typed path leaves the training rows of a run that needs no de-duplication in its
+#: entries table (``_hf_entries``, kind ``train``; the runs that need it are in ``_hf_dup``)
+#: instead of copying them: :data:`ALL_STEPS` is the union.
+OUTPUTS: tuple[str, ...] = (
+    "CREATE OR REPLACE TEMP TABLE _hf_steps "
+    "(r BIGINT, step UBIGINT, epoch DOUBLE, loss DOUBLE, lr DOUBLE, grad_norm DOUBLE)",
+    "CREATE OR REPLACE TEMP TABLE _hf_evals (r BIGINT, step BIGINT, split VARCHAR, metric VARCHAR, value DOUBLE)",
+    "CREATE OR REPLACE TEMP TABLE _hf_runs (r BIGINT, run_id VARCHAR, state_file VARCHAR, "
+    + ", ".join(f"{k} JSON" for k in STATE_SCALARS) + ", finished BOOLEAN)",
+    "CREATE OR REPLACE TEMP TABLE _hf_entries (r BIGINT, kind VARCHAR, step UBIGINT, epoch DOUBLE, loss DOUBLE, "
+    "lr DOUBLE, grad_norm DOUBLE)",
+    "CREATE OR REPLACE TEMP TABLE _hf_dup (r BIGINT)",
+)
+
+#: Every staged training row, one per run and step (see :data:`OUTPUTS`).
+ALL_STEPS = """(SELECT r, step, epoch, loss, lr, grad_norm FROM _hf_steps
+      UNION ALL
+      SELECT r, step, epoch, loss, lr, grad_norm FROM _hf_entries ANTI JOIN _hf_dup USING (r) WHERE kind = 'train')"""
+
+#: One row per run: the newest state file and its scalars, whether the summary entry was seen,
+#: whether a logged loss is non-finite, the metric names and the row counts.
+FACTS = f"""
+SELECT n.run_id, n.state_file, {", ".join(f"n.{k}" for k in STATE_SCALARS)},
+       n.finished, coalesce(s.diverged, false) AS diverged,
+       coalesce(s.n, 0) AS n_steps, coalesce(v.n, 0) AS n_evals, coalesce(v.metrics, []) AS metrics
+FROM _hf_runs AS n
+LEFT JOIN (SELECT r, count(*) AS n, bool_or(NOT isfinite(loss)) AS diverged FROM {ALL_STEPS} GROUP BY r) AS s
+    USING (r)
 LEFT JOIN (SELECT r, count(*) AS n, list_sort(list_distinct(list(metric))) AS metrics FROM _hf_evals GROUP BY r)
     AS v USING (r)
 """
@@ -223,6 +264,6 @@ LEFT JOIN (SELECT r, count(*) AS n, list_sort(list_distinct(list(metric))) AS me
 #: (epoch, lr and evaluation values are finite-only in the contract: non-finite -> NULL)
 SELECTS: dict[str, str] = {
     "steps": f"SELECT run_id, step, {_finite('epoch')}, loss, {_finite('lr')}, grad_norm, NULL::DOUBLE AS wall_time "
-             f"FROM _hf_steps JOIN {_RUNS} USING (r)",
+             f"FROM {ALL_STEPS} JOIN {_RUNS} USING (r)",
     "evals": f"SELECT run_id, step, split, metric, {_finite('value')} FROM _hf_evals JOIN {_RUNS} USING (r)",
 }
