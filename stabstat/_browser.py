@@ -50,7 +50,13 @@ class BrowserResult:
     page_errors: list[str] = field(default_factory=list)
     network_requests: list[str] = field(default_factory=list)  #: every non-file:// request (blocked)
     marks: dict[str, int] = field(default_factory=dict)  #: chart id -> data marks (Vega scenegraph)
-    dom_marks: dict[str, int] = field(default_factory=dict)  #: chart id -> SVG mark elements in DOM
+    #: chart id -> SVG mark elements in the DOM (0 for the report's canvas charts)
+    dom_marks: dict[str, int] = field(default_factory=dict)
+    #: chart id -> pixels of its canvas that are not white, read back from the bitmap
+    painted: dict[str, int] = field(default_factory=dict)
+    #: chart id -> canvas pixels with a colour (max - min channel >= 60): axes, grid and text
+    #: are grey, so these are data marks (the report's marks are coloured)
+    colored: dict[str, int] = field(default_factory=dict)
     chart_ids: list[str] = field(default_factory=list)  #: chart containers found in the page
     render_s: float = 0.0  #: seconds from navigation until every chart reported back
     screenshot: Path | None = None
@@ -69,6 +75,31 @@ _DOM_MARKS_JS = """
         + ' :scope > circle, :scope > image, :scope > g > path').length;
     });
     out[el.id] = n;
+  });
+  return out;
+}
+"""
+
+
+# Reads each chart's canvas back (the page's charts draw with Vega's canvas renderer): pixels
+# that are not white, and coloured pixels. Independent of the page's own scenegraph count: a
+# canvas that was sized but never drawn on reads as 0.
+_CANVAS_PIXELS_JS = """
+() => {
+  const out = {};
+  document.querySelectorAll('div.chart').forEach((el) => {
+    let painted = 0, colored = 0;
+    el.querySelectorAll('canvas').forEach((c) => {
+      if (!c.width || !c.height) return;
+      const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < px.length; i += 4) {
+        if (px[i + 3] === 0) continue;
+        const r = px[i], g = px[i + 1], b = px[i + 2];
+        if (r < 250 || g < 250 || b < 250) painted++;
+        if (Math.max(r, g, b) - Math.min(r, g, b) >= 60) colored++;
+      }
+    });
+    out[el.id] = [painted, colored];
   });
   return out;
 }
@@ -126,6 +157,9 @@ def render_report(
             res.chart_ids = page.evaluate(
                 "() => Array.from(document.querySelectorAll('div.chart')).map(e => e.id)")
             res.dom_marks = page.evaluate(_DOM_MARKS_JS)
+            pixels = page.evaluate(_CANVAS_PIXELS_JS)
+            res.painted = {k: v[0] for k, v in pixels.items()}
+            res.colored = {k: v[1] for k, v in pixels.items()}
             if screenshot is not None:
                 page.screenshot(path=str(screenshot), full_page=True)
                 res.screenshot = Path(screenshot)

@@ -1,4 +1,5 @@
 // stabstat report: render every chart of the page with vega-embed (inlined above), offline.
+// The specs are Vega (compiled from Altair's Vega-Lite when the page was written).
 // Exposes window.stabstatReady: a Promise of {chartId: number of data marks drawn}, and
 // window.stabstatViews: {chartId: vega View}, for tests and for readers poking at the data.
 (function () {
@@ -23,7 +24,12 @@
   var jobs = Object.keys(specs).map(function (id) {
     var el = document.getElementById(id);
     var opts = {
-      renderer: "svg",
+      // Canvas: thousands of marks draw into one bitmap instead of one SVG element each
+      // (issue 18); tooltips, the export actions (PNG and SVG) and the views stay the same.
+      renderer: "canvas",
+      // The specs are Vega compiled from Vega-Lite (report/vega.py); Vega-Lite mode never
+      // turns hover processing on, so keep it off here as well.
+      hover: false,
       // No "Open in Vega Editor" (it would go online); export and source stay available.
       actions: { export: true, source: true, compiled: false, editor: false },
       downloadFileName: id

@@ -508,10 +508,17 @@ FIGURES = tuple(BUILDERS)
 
 def build_figures(ctx: ReportContext) -> list[Figure]:
     """The wanted figures (all unless ``ctx.only``) that have something to draw, in order."""
+    from dataclasses import replace
+
+    from stabstat.report.vega import compile_async
+
+    # The page's Vega is compiled on a thread while the next figures are built (report.vega);
+    # not for `stabstat chart` (only=...), which wants the Vega-Lite chart, not a page.
+    ahead = ctx.only is None
     figures = []
     for kind, build in BUILDERS.items():
         if ctx.want(kind):
             fig = build(ctx)
             if fig is not None:
-                figures.append(fig)
+                figures.append(replace(fig, vega=compile_async(fig.spec())) if ahead else fig)
     return figures

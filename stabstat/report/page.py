@@ -20,8 +20,11 @@ from stabstat import __version__
 from stabstat._text import cell, json_safe, round_floats
 from stabstat.report.bundle import javascript_bundle
 from stabstat.report.methods import REFERENCES
+from stabstat.report.vega import compile_spec
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import polars as pl
 
     from stabstat.charts import AnyChart
@@ -43,10 +46,25 @@ class Figure:
     caption: str
     chart: AnyChart  #: an altair chart (anything with ``.to_dict()``)
     table: Table | None = None  #: numbers shown under the chart
+    #: the page's Vega spec being compiled (:func:`stabstat.report.vega.compile_async`), set by
+    #: :func:`stabstat.report.figures.build_figures`; None: compiled when the page is written
+    vega: Future[dict[str, Any]] | None = field(default=None, compare=False, repr=False)
 
     def spec(self) -> dict[str, Any]:
+        """The chart's Vega-Lite spec (what ``stabstat chart`` and notebooks get)."""
         out: dict[str, Any] = self.chart.to_dict()
         return out
+
+    def vega_spec(self) -> dict[str, Any]:
+        """The spec the page carries: :meth:`spec` compiled to Vega (report.vega).
+
+        A spec vl-convert cannot compile stays Vega-Lite: vega-embed then compiles it in the
+        browser, and the chart shows the compile error where it would have been drawn.
+        """
+        try:
+            return self.vega.result() if self.vega is not None else compile_spec(self.spec())
+        except ValueError:  # vl-convert's "Vega-Lite to Vega conversion failed"
+            return self.spec()
 
 
 @dataclass
@@ -84,7 +102,8 @@ class Report:
 
     def to_html(self, *, bundle: str | None = None) -> str:
         """The page as one string. ``bundle`` overrides the Vega script (tests only)."""
-        specs = {f"chart-{f.id}": f.spec() for f in self.figures}
+        # Vega, not Vega-Lite: the browser then skips the compile step (report.vega).
+        specs = {f"chart-{f.id}": f.vega_spec() for f in self.figures}
         parts = self._head(bundle if bundle is not None else javascript_bundle())
         parts += self._nav()
         parts += self._provenance()
