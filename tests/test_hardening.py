@@ -347,3 +347,19 @@ def test_report_claims_spell_booleans_lower_case(db: str, tmp_path: Path) -> Non
     assert "bias_correction=false vs bias_correction=true" in page and "=False" not in page
     c = run("check", str(claims), "--db", db)
     assert "false: 3, true: 3" in c.output and "False" not in c.output
+
+
+def test_output_into_a_closed_pipe_stops_quietly(db: str) -> None:
+    """``stabstat compare ... | head``: the reader leaves; no error message, no traceback,
+    status 1 (as click's own handling of ``--help | head``)."""
+    import subprocess
+    import sys
+
+    for args in (["compare", "--by", "recipe", "--db", db, "--resamples", "200"], ["--help"]):
+        proc = subprocess.Popen([sys.executable, "-m", "stabstat", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the first line is written
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 1, err
+        assert err == "", err

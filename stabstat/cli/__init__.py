@@ -76,6 +76,8 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click's own usage errors and exits print themselves
+        except BrokenPipeError:
+            _pipe_closed()
         except StabstatError as exc:
             if _debug(ctx):
                 raise
@@ -124,6 +126,16 @@ def cli(debug: bool) -> None:
         stabstat report --by bias_correction --out report.html
         stabstat --debug compare --by lr      # an error with its traceback
     """
+
+
+def _pipe_closed() -> None:
+    """The reader of stdout went away (``stabstat compare ... | head``): stop quietly, with
+    status 1 as click does when its own output hits a closed pipe (``--help | head``), instead
+    of an error message; stdout is pointed at /dev/null first so that the interpreter's final
+    flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
 
 
 def main() -> None:  # console-script entry point
