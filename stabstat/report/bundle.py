@@ -13,13 +13,13 @@ from pathlib import Path
 
 from stabstat.errors import MissingExtraError
 
-__all__ = ["javascript_bundle", "vegalite_minor"]
+__all__ = ["cache_dir", "javascript_bundle", "vegalite_minor"]
 
 #: First line of a cached bundle file: a file without it (truncated, foreign) is rebuilt.
 _MAGIC = "/* stabstat vega bundle */"
 
 
-def _bundle_cache_dir() -> Path:
+def cache_dir() -> Path:
     """``$STABSTAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/stabstat``, else ``~/.cache/stabstat``."""
     if os.environ.get("STABSTAT_CACHE_DIR"):
         return Path(os.environ["STABSTAT_CACHE_DIR"])
@@ -57,7 +57,7 @@ def javascript_bundle() -> str:
 
     vl = vegalite_minor()
     name = f"vega-bundle-vlc{metadata.version('vl-convert-python')}-vl{vl}.js"
-    path = _bundle_cache_dir() / name
+    path = cache_dir() / name
     try:
         text = path.read_text(encoding="utf-8")
         if text.startswith(_MAGIC):

@@ -85,7 +85,7 @@ def compile_spec(spec: Mapping[str, Any], *, cache: bool = True) -> dict[str, An
     """
     from importlib import metadata
 
-    from stabstat.report.bundle import _bundle_cache_dir, vegalite_minor
+    from stabstat.report.bundle import cache_dir, vegalite_minor
 
     vl_version = vegalite_minor()
     vl = dict(spec)
@@ -97,7 +97,7 @@ def compile_spec(spec: Mapping[str, Any], *, cache: bool = True) -> dict[str, An
     text = _rename(json.dumps(vl, sort_keys=True, separators=(",", ":")), aliases)
     key = hashlib.sha256(
         f"{metadata.version('vl-convert-python')}\n{vl_version}\n{text}".encode()).hexdigest()
-    path = _bundle_cache_dir() / "vega-templates" / f"{key}.json"
+    path = cache_dir() / "vega-templates" / f"{key}.json"
     back = {a: n for n, a in aliases.items()}
     out = _load(_read(path), back) if cache else None
     if out is None:
