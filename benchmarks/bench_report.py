@@ -275,7 +275,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                      "unit": "s", "ratio": o / r,
                      "target": "reference = same page without drawing the charts",
                      "note": f"{len(res.marks)} charts (canvas renderer, Vega compiled when the "
-                             "page is written), headless chromium, file://, offline"})
+                             "page is written, dead invalid-value guards dropped, tooltips on "
+                             "hover), headless chromium, file://, offline"})
     return rows
 
 

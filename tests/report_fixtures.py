@@ -82,3 +82,27 @@ def make_db(tmp: Path, **kwargs: Any) -> Path:
         report = ingest(store, [runs])
         assert report.ok, report.summary()
     return db
+
+
+def small_report(tmp: Path, **build_options: Any) -> Any:
+    """A :class:`stabstat.report.Report` over a small generated store (4 seeds x 30 steps,
+    by bias correction, 200 resamples); ``build_options`` go to ``build_report``."""
+    from stabstat.analysis import Settings
+    from stabstat.report import build_report
+    from stabstat.store import Store
+
+    db = make_db(tmp, seeds=4, steps=30)
+    with Store.open(db) as store:
+        return build_report(store, by="bias_correction", settings=Settings(resamples=200), **build_options)
+
+
+def page_specs(page: str) -> dict[str, Any]:
+    """chart id -> the spec the page carries (its ``stabstat-specs`` script)."""
+    import json
+    import re
+
+    found = re.search(r'id="stabstat-specs">(.*?)</script>', page, re.S)
+    assert found is not None, "no stabstat-specs script in the page"
+    out: dict[str, Any] = json.loads(found.group(1))
+    return out
+

@@ -7,11 +7,10 @@ back afterwards: the result must be exactly what compiling the whole spec gives.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from report_fixtures import make_db
+from report_fixtures import page_specs, small_report
 
 from stabstat.report.vega import compile_async, compile_spec
 
@@ -114,15 +113,9 @@ def test_foreign_cache_file_is_compiled_again(tmp_path: Path) -> None:
 
 
 def test_report_page_carries_vega(tmp_path: Path) -> None:
-    from stabstat.analysis import Settings
-    from stabstat.report import build_report
-    from stabstat.store import Store
-
-    db = make_db(tmp_path, seeds=4, steps=30)
-    with Store.open(db) as store:
-        rep = build_report(store, by="bias_correction", settings=Settings(resamples=200))
+    rep = small_report(tmp_path)
     page = rep.to_html(bundle="/* no bundle */")
-    specs = json.loads(re.search(r'id="stabstat-specs">(.*?)</script>', page, re.S).group(1))
+    specs = page_specs(page)
     assert sorted(specs) == sorted(f"chart-{f.id}" for f in rep.figures)
     for key, spec in specs.items():
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega/v"), key

@@ -27,9 +27,10 @@
       // Canvas: thousands of marks draw into one bitmap instead of one SVG element each
       // (issue 18); tooltips, the export actions (PNG and SVG) and the views stay the same.
       renderer: "canvas",
-      // The specs are Vega compiled from Vega-Lite (report/vega.py); Vega-Lite mode never
-      // turns hover processing on, so keep it off here as well.
-      hover: false,
+      // The specs are Vega compiled from Vega-Lite (report/vega.py) with each mark's tooltip
+      // in its "hover" encoding (report/vegaprune.py): computed for the item under the
+      // pointer, not for every item while drawing. Hover processing evaluates it.
+      hover: true,
       // No "Open in Vega Editor" (it would go online); export and source stay available.
       actions: { export: true, source: true, compiled: false, editor: false },
       downloadFileName: id

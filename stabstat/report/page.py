@@ -21,6 +21,7 @@ from stabstat._text import cell, json_safe, round_floats
 from stabstat.report.bundle import javascript_bundle
 from stabstat.report.methods import REFERENCES
 from stabstat.report.vega import compile_spec
+from stabstat.report.vegaprune import prune, tooltips_on_hover
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -102,8 +103,10 @@ class Report:
 
     def to_html(self, *, bundle: str | None = None) -> str:
         """The page as one string. ``bundle`` overrides the Vega script (tests only)."""
-        # Vega, not Vega-Lite: the browser then skips the compile step (report.vega).
-        specs = {f"chart-{f.id}": f.vega_spec() for f in self.figures}
+        # Vega, not Vega-Lite: the browser then skips the compile step (report.vega), without
+        # the invalid-value guards the inline data prove dead, tooltips computed on hover
+        # (report.vegaprune).
+        specs = {f"chart-{f.id}": tooltips_on_hover(prune(f.vega_spec())) for f in self.figures}
         parts = self._head(bundle if bundle is not None else javascript_bundle())
         parts += self._nav()
         parts += self._provenance()
