@@ -79,6 +79,16 @@ def assert_ingested_as_python(store: Store, runs: Sequence[Path]) -> None:
         assert counts == [(len(ref["steps"]), len(ref["evals"]))], d
 
 
+def assert_only_bad_rejected(rep: Any, good: Sequence[Path], bad_file: Path, message: str) -> None:
+    """``rep`` added exactly the runs of ``good`` and rejected one, in one line naming
+    ``bad_file`` and matching the regular expression ``message``."""
+    assert sorted(rep.added) == sorted(read_hf_run(d).run_id for d in good)
+    assert len(rep.rejected) == 1
+    line = str(rep.rejected[0])
+    assert "\n" not in line and str(bad_file) in line
+    assert re.search(message, line), line
+
+
 def _varied_runs(make_hf_run: Any, root: Path) -> list[Path]:
     """Runs that exercise every rule of the reader."""
     out = []
@@ -173,11 +183,7 @@ def test_bad_file_rejected_in_one_line_and_good_runs_load(make_hf_run, tmp_path,
     db = tmp_path / "x.duckdb"
     with Store.open(db, read_only=False) as store:
         rep = ingest(store, tmp_path / "hf")
-        assert sorted(rep.added) == sorted(read_hf_run(d).run_id for d in good)
-        assert len(rep.rejected) == 1
-        line = str(rep.rejected[0])
-        assert "\n" not in line and str(bad / "trainer_state.json") in line
-        assert re.search(message, line), line
+        assert_only_bad_rejected(rep, good, bad / "trainer_state.json", message)
         n = store.con.execute("SELECT count(*) FROM steps WHERE run_id LIKE 'seed=9-%'").fetchall()
         assert n == [(0,)]
         assert store.con.execute("SELECT count(DISTINCT run_id) FROM steps").fetchall() == [(3,)]

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import hf_history
-from test_hf_duckdb import assert_same_as_python
+from test_hf_duckdb import assert_only_bad_rejected, assert_same_as_python
 
 import stabstat.ingest.sources.hf as hf_mod
 from stabstat.ingest import ingest
@@ -132,11 +133,7 @@ def test_each_bad_training_field_rejected_in_one_line_while_good_runs_load(make_
     bad = make_hf_run("hf/seed=9", history=hist, global_step=30)
     with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
         rep = ingest(store, tmp_path / "hf")
-        assert sorted(rep.added) == sorted(read_hf_run(d).run_id for d in good)
-        assert len(rep.rejected) == 1
-        line = str(rep.rejected[0])
-        assert "\n" not in line and str(bad / "trainer_state.json") in line
-        assert re.search(message, line), line
+        assert_only_bad_rejected(rep, good, bad / "trainer_state.json", message)
         assert store.con.execute("SELECT count(DISTINCT run_id) FROM steps").fetchall() == [(3,)]
         for d in good:
             assert_same_as_python(store, d)
@@ -153,17 +150,8 @@ def test_training_entry_without_step_is_rejected(make_hf_run, tmp_path):
     assert str(bad / "trainer_state.json") in str(rep.rejected[0])
 
 
-def test_object_size_fits_the_batch(make_hf_run, tmp_path, monkeypatch):
-    """``$max_bytes`` is twice the batch's largest state file, at least DuckDB's 16 MiB default
-    (a 1 GiB limit for every batch cost ~0.2 s per 300 files: DuckDB sizes its buffers by it).
-    Only the general path calls ``read_json`` (the typed path of plain files reads their text
-    with ``read_text``, which has no object size): every run is sent there."""
-    import stabstat.store.load as load_mod
-    from stabstat.ingest.sources import hf_typed
-
-    monkeypatch.setattr(hf_typed, "plain_runs", lambda scan: (set(), []))
-
-    small = make_hf_run("hf/seed=1")
+def _ingest_seeing_max_bytes(store: Store, root: Path) -> tuple[Any, list[int]]:
+    """``ingest(store, root)`` with every ``$max_bytes`` parameter a statement receives recorded."""
     seen: list[int] = []
 
     class Spy:
@@ -178,13 +166,27 @@ def test_object_size_fits_the_batch(make_hf_run, tmp_path, monkeypatch):
         def __getattr__(self, name: str) -> Any:
             return getattr(self._con, name)
 
+    real = store.con
+    store.con = Spy(real)  # type: ignore[assignment]
+    try:
+        return ingest(store, root), seen
+    finally:
+        store.con = real
+
+
+def test_object_size_fits_the_batch(make_hf_run, tmp_path, monkeypatch):
+    """``$max_bytes`` is twice the batch's largest state file, at least DuckDB's 16 MiB default
+    (a 1 GiB limit for every batch cost ~0.2 s per 300 files: DuckDB sizes its buffers by it).
+    Only the general path calls ``read_json`` (the typed path of plain files reads their text
+    with ``read_text``, which has no object size): every run is sent there."""
+    import stabstat.store.load as load_mod
+    from stabstat.ingest.sources import hf_typed
+
+    monkeypatch.setattr(hf_typed, "plain_runs", lambda scan: (set(), []))
+
+    small = make_hf_run("hf/seed=1")
     with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
-        real = store.con
-        store.con = Spy(real)  # type: ignore[assignment]
-        try:
-            rep = ingest(store, tmp_path / "hf")
-        finally:
-            store.con = real
+        rep, seen = _ingest_seeing_max_bytes(store, tmp_path / "hf")
         assert rep.ok and len(rep.added) == 1
     size = (small / "trainer_state.json").stat().st_size
     assert size < 2**23 and seen and set(seen) == {2**24}
@@ -195,14 +197,8 @@ def test_object_size_fits_the_batch(make_hf_run, tmp_path, monkeypatch):
     big = make_hf_run("hf2/big", history=hist)
     big_size = (big / "trainer_state.json").stat().st_size
     assert big_size > 2**23
-    seen.clear()
     with Store.open(tmp_path / "y.duckdb", read_only=False) as store:
-        real = store.con
-        store.con = Spy(real)  # type: ignore[assignment]
-        try:
-            rep = ingest(store, tmp_path / "hf2")
-        finally:
-            store.con = real
+        rep, seen = _ingest_seeing_max_bytes(store, tmp_path / "hf2")
         assert rep.ok and store.con.execute("SELECT count(*) FROM steps").fetchall() == [(150_000,)]
     assert seen and set(seen) == {2 * big_size}
 

@@ -26,7 +26,11 @@ __all__ = ["LevelArrays", "group_rate", "level_arrays", "level_arrays_from_colum
 
 def levels(frame: pl.DataFrame, col: str) -> list[Any]:
     """The distinct values of ``col``, sorted (as text when they do not compare), null last."""
-    vals = frame[col].unique().to_list()
+    return _sorted_levels(frame[col].unique().to_list())
+
+
+def _sorted_levels(vals: list[Any]) -> list[Any]:
+    """Distinct values ``vals`` sorted (as text when they do not compare), null last."""
     present = [v for v in vals if v is not None]
     try:
         present.sort()
@@ -112,13 +116,7 @@ def levels_from_columns(cols: Columns, col: str) -> list[Any] | None:
         ok = c.data[~c.null]
         if not np.all(np.isfinite(ok)) or np.any((ok == 0) & np.signbit(ok)):
             return None
-    vals = list(dict.fromkeys(c.to_list()))
-    present = [v for v in vals if v is not None]
-    try:
-        present.sort()
-    except TypeError:
-        present.sort(key=str)
-    return present + ([None] if None in vals else [])
+    return _sorted_levels(list(dict.fromkeys(c.to_list())))
 
 
 def level_arrays_from_columns(cols: Columns, col: str) -> list[tuple[Any, LevelArrays]] | None:
