@@ -35,7 +35,7 @@ coverage by simulation). The same ``--seed`` gives the same draws, whatever is c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,7 @@ from stabstat.analysis.selection import RunSet, Selection, Settings, select_runs
 from stabstat.errors import SelectionError
 
 if TYPE_CHECKING:
+    import numpy as np
     import polars as pl
 
     from stabstat.store import Store
@@ -174,17 +175,21 @@ class _Draws:
         self._bytes = 0
         self._reps: dict[tuple[str, int, str], Any] = {}
 
+    def _keep(self, salt: tuple[int, ...], draw: Callable[[np.random.Generator], Any]) -> Any:
+        """``draw(self.cfg.rng(*salt))``, kept while the budget allows (see the class)."""
+        hit = self._cache.get(salt)
+        if hit is None:
+            hit = draw(self.cfg.rng(*salt))
+            if self._bytes + hit.nbytes <= self.BUDGET:
+                self._cache[salt] = hit
+                self._bytes += hit.nbytes
+        return hit
+
     def _get(self, salt: tuple[int, ...], n: int) -> Any:
+        """The ``(n, R)`` count matrix of ``salt``; None below 2 values."""
         if n < 2:
             return None
-        hit = self._cache.get(salt)
-        if hit is not None:
-            return hit
-        counts = S.draw_counts(self.cfg.rng(*salt), self.cfg.resamples, n)
-        if self._bytes + counts.nbytes <= self.BUDGET:
-            self._cache[salt] = counts
-            self._bytes += counts.nbytes
-        return counts
+        return self._keep(salt, lambda rng: S.draw_counts(rng, self.cfg.resamples, n))
 
     def level(self, i: int) -> Any:
         return self._get((1, i), self.per_level[i][1].values.size)
@@ -202,13 +207,7 @@ class _Draws:
 
     def swaps(self, n: int) -> Any:
         """``(R, n)`` 0/1 swaps shared by the paired permutation tests of n seeds."""
-        hit = self._cache.get((4, n))
-        if hit is None:
-            hit = S.draw_swaps(self.cfg.rng(4, n), self.cfg.resamples, n)
-            if self._bytes + hit.nbytes <= self.BUDGET:
-                self._cache[(4, n)] = hit
-                self._bytes += hit.nbytes
-        return hit
+        return self._keep((4, n), lambda rng: S.draw_swaps(rng, self.cfg.resamples, n))
 
     def replicates(self, kind: str, i: int, statistic: str) -> Any:
         """Level i's :func:`~stabstat.stats.bootstrap_replicates` of ``statistic`` (with the
