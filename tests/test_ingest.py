@@ -276,3 +276,32 @@ def test_mixed_parquet_layouts_in_one_batch(make_run, tmp_path, db):
         got = store.con.execute("SELECT step, loss FROM steps WHERE run_id = 'a' ORDER BY step").fetchall()
         assert got == list(zip(t.column("step").to_pylist(), t.column("loss").to_pylist(), strict=True))
         assert count(store, "steps", "b") == 4
+
+
+@pytest.mark.parametrize(("n", "cap", "want"), [
+    (1100, 1000, 550), (300, 1000, 300), (1000, 1000, 1000), (1001, 1000, 501), (401, 200, 134), (7, 3, 3),
+    (5, 4, 3), (1, 1000, 1), (0, 1000, 1),
+])
+def test_even_share_is_the_fewest_most_equal_batches(n, cap, want):
+    from stabstat.ingest.batch import even_share
+
+    assert even_share(n, cap) == want
+    sizes, left = [], n  # as ingest uses it: each batch's size from the runs still to load
+    while left:
+        sizes.append(even_share(left, cap))
+        left -= sizes[-1]
+    # the fewest batches of at most cap runs, sizes differing by at most one
+    assert len(sizes) == -(-n // cap) and max(sizes or [0]) <= cap and max(sizes or [0]) - min(sizes or [0]) <= 1
+
+
+def test_batches_are_as_equal_as_they_can_be(make_run, tmp_path, db):
+    """5 runs at batch_runs=4 load as 3 + 2 (each batch one transaction: the progress callback
+    is told after each), not 4 + 1: a tiny last batch costs a transaction and goes through the
+    write-ahead log."""
+    for i in range(5):
+        make_run(f"r{i}", config={"seed": i})
+    seen: list[tuple[int, int]] = []
+    with Store.open(db, read_only=False) as store:
+        rep = ingest(store, tmp_path / "runs", batch_runs=4, progress=lambda done, total: seen.append((done, total)))
+        assert rep.ok and len(rep.added) == 5 and count(store, "runs") == 5
+    assert seen == [(0, 5), (3, 5), (5, 5)]

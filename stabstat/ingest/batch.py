@@ -36,7 +36,7 @@ from stabstat.store.schema import RESERVED, factor_type
 if TYPE_CHECKING:
     from stabstat.store.queries import Store
 
-__all__ = ["Progress", "check_factors", "check_majority", "ingest"]
+__all__ = ["Progress", "check_factors", "check_majority", "even_share", "ingest"]
 
 #: A failed part of at most this many runs is loaded run by run instead of halved again.
 _ONE_BY_ONE = 4
@@ -63,7 +63,7 @@ def ingest(
     options: PrepareOptions | None = None,
     progress: ProgressArg = None,
     validate: str = "fast",
-    batch_runs: int = 200,
+    batch_runs: int = 1000,
     batch_rows: int = 5_000_000,
     on_rejected: Callable[[Rejection], None] | None = None,
 ) -> IngestReport:
@@ -94,7 +94,10 @@ def ingest(
         loading. ``full``: also the row-level validator (duplicate keys, rows out of order);
         about 2x slower.
     batch_runs, batch_rows
-        Runs per transaction, at most; a kill loses the uncommitted batch, never part of a run.
+        Runs per transaction, at most (the runs are split in batches as equal as they can be); a
+        kill loses the uncommitted batch, never part of a run. Each batch costs fixed work (its
+        statements, a commit, partly filled row groups merged at the checkpoint), so fewer and
+        larger batches load faster; ``batch_rows`` bounds the memory a batch needs.
     on_rejected
         Called with each :class:`~stabstat.store.load.Rejection` as it happens (the CLI prints them).
 
@@ -208,7 +211,7 @@ class _Ingest:
 
         seen: dict[str, str] = {}
         batch: list[RunInput] = []
-        batch_n = n_batches = 0
+        batch_n = limit = 0
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stabstat-prepare")
         # Rows of a table have no meaningful order (every query orders by step), so let
         # DuckDB insert in parallel without keeping the files' row order: ~20% less CPU.
@@ -225,13 +228,12 @@ class _Ingest:
                     if run is None:
                         bar.advance(1)
                         continue
+                    if not batch:  # the runs not handled yet, in batches as equal as they can be
+                        limit = even_share(bar.total - bar.done, self.batch_runs)
                     batch.append(run)
                     batch_n += run.n_rows
-                    # A small first batch gets DuckDB busy while the helper thread reads ahead.
-                    limit = self.batch_runs if n_batches else max(1, min(self.batch_runs, 25))
                     if len(batch) >= limit or batch_n >= self.batch_rows:
                         self.load_batch(batch)
-                        n_batches += 1
                         bar.advance(len(batch))
                         batch, batch_n = [], 0
             if batch:
@@ -346,6 +348,15 @@ class _Ingest:
                 self.load_batch([run])
                 return
         self.reject(run.source, explain_failure(run, exc), run)
+
+
+def even_share(n: int, cap: int) -> int:
+    """The size of the next batch for ``n`` runs still to load, at most ``cap`` per batch: the
+    fewest batches, as equal as they can be (1,100 runs at 1,000: 550 and 550, not 1,000 and
+    100; 7 at 3: 3, then 2 of the 4 left, then 2). A batch's appends of fewer rows than a
+    DuckDB row group (122,880) go through the write-ahead log and are written again at the
+    checkpoint; a large one is written once, straight to the file."""
+    return max(1, math.ceil(n / math.ceil(n / cap))) if n > 0 and cap > 0 else 1
 
 
 def explain_failure(run: RunInput, exc: BaseException) -> str:
