@@ -261,3 +261,39 @@ def test_a_statement_gets_exactly_the_parameters_it_names():
     assert set(statement_params("SELECT unnest($runs), unnest($files0)", params)) == {"runs", "files0"}
     assert set(statement_params("SELECT unnest($r), unnest($files)", params)) == {"r", "files"}
     assert statement_params("SELECT 1", params) == {}
+
+
+def test_a_key_written_twice_keeps_its_first_value_on_every_path(make_hf_run, tmp_path, monkeypatch):
+    """A hand-edited object holding a key twice (a loss, an evaluation metric, the state's
+    ``global_step``) is read alike by the typed path, the general path and the Python reader:
+    the first value counts, as DuckDB's reader reads it. (``read_json`` of the general path
+    refuses a top-level key written twice: such a run is read by the Python reader.)"""
+    paths = _paths(monkeypatch)
+    runs = {}
+    for seed, extra in ((1, None), (2, {"note": "back\\slash"}), (3, {})):  # typed, general, python
+        hist = hf_history(3, final=False)
+        if extra is not None:
+            hist.insert(1, extra)
+        d = make_hf_run(f"hf/seed={seed}", history=hist, max_steps=100)
+        state = d / "trainer_state.json"
+        text = json.dumps(json.loads(state.read_text()))
+        text = text.replace('"loss": 0.7', '"loss": 0.7, "loss": 9.5', 1)
+        text = text.replace('"eval_accuracy": ', '"eval_accuracy": 0.125, "eval_accuracy": ', 1)
+        if seed != 2:  # 100 first: the run reached max_steps (the status says which value counted)
+            text = text.replace('"global_step": ', '"global_step": 100, "global_step": ', 1)
+        assert text.count('"loss": 9.5') == 1 and text.count('"eval_accuracy": 0.125') == 1
+        state.write_text(text)
+        runs[seed] = d
+    with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
+        rep = ingest(store, tmp_path / "hf")
+        assert rep.ok and len(rep.added) == 3, rep.summary()
+        for d in runs.values():
+            assert_same_as_python(store, d)
+            rid = _rid(d)
+            assert store.con.execute("SELECT count(*) FROM steps WHERE run_id = ? AND loss = 9.5", [rid]).fetchall() == [(0,)]
+            assert store.con.execute("SELECT count(*) FROM evals WHERE run_id = ? AND value = 0.125",
+                                     [rid]).fetchall() == [(1,)]
+            status = store.con.execute("SELECT status FROM runs WHERE run_id = ?", [rid]).fetchall()
+            assert status == [("interrupted" if d == runs[2] else "completed",)]
+    assert paths["python"] == {_rid(runs[3])}
+    assert _rid(runs[2]) in paths["general"] and _rid(runs[1]) in paths["typed"]

@@ -121,13 +121,22 @@ class HFRun:
         return [dict(zip(names, row, strict=True)) for row in self.rows[table]]
 
 
+def _first_value(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict whose repeated key keeps its first value, as DuckDB's reader
+    (yyjson) reads it: the SQL paths and this reader agree on such a (hand-edited) file."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        out.setdefault(key, value)
+    return out
+
+
 def _load_state(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputFormatError(f"{path}: cannot be read: {exc}") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_first_value)
     except json.JSONDecodeError as exc:
         raise InputFormatError(
             f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg} "

@@ -34,8 +34,8 @@ What the scan cannot see the typed SQL refuses with ``error()``: an entry that i
 (or an object with none of the keys read, e.g. ``{}``), a missing ``step``, a missing or
 non-list ``log_history``, a boolean evaluation value, malformed JSON. The batch is then retried
 by halves and the run is read by the Python reader, which loads it (``{}`` is fine) or names
-the file, entry and field. One difference is shared with the general path and the earlier
-releases: an object holding the same key twice keeps its first value here, its last in Python.
+the file, entry and field. An object holding the same key twice keeps its first value, here,
+on the general path and in the Python reader alike.
 
 ``read_text`` reads all its files in one thread (their rows fill one chunk), so the files are
 split over one ``read_text`` call per DuckDB thread, joined by ``UNION ALL``.
