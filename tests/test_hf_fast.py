@@ -249,3 +249,27 @@ def test_every_run_corrupt_reads_each_at_most_three_times(make_hf_run, tmp_path,
         assert rep.added == [] and len(rep.rejected) == 8
         assert all("log_history[1].step: expected a non-negative integer" in str(r) for r in rep.rejected)
     assert sorted(sizes, reverse=True) == [8, 4, 4, 1, 1, 1, 1, 1, 1, 1, 1], sizes
+
+
+
+def test_json_inserts_keep_insertion_order_and_put_the_setting_back(tmp_path):
+    """A JSON reader's SELECTs run with ``preserve_insertion_order`` on (a scan of staged rows
+    is then appended batch by batch, not in a partly filled row group per thread), and the
+    setting the ingest chose for its other inserts comes back afterwards, after an error too."""
+    import duckdb
+
+    from stabstat.store.load import _insertion_order_kept
+
+    con = duckdb.connect(str(tmp_path / "x.duckdb"))
+
+    def current() -> bool:
+        return bool(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0])
+
+    for before in (False, True):
+        con.execute(f"SET preserve_insertion_order = {str(before).lower()}")
+        with _insertion_order_kept(con):
+            assert current() is True
+        assert current() is before
+        with pytest.raises(duckdb.Error), _insertion_order_kept(con):
+            con.execute("SELECT * FROM no_such_table")
+        assert current() is before

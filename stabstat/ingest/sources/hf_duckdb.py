@@ -91,8 +91,6 @@ FROM _hf_files
 #: minified JSON text ``e``.
 _ENTRIES = """(SELECT f.r, k.rank, generate_subscripts(f.log_history, 1) AS i, unnest(f.log_history) AS e
       FROM _hf_files AS f JOIN _hf_ranks AS k USING (r, filename))"""
-#: run number -> run_id
-_RUNS = "(SELECT r, run_id FROM _hf_runs)"
 
 # An element of a JSON[] column is minified text (DuckDB writes it back without spaces), so a
 # top-level key ``k`` shows as ``"k":`` followed by its value's first character. Substring tests
@@ -229,8 +227,9 @@ GENERAL: tuple[str, ...] = (FILES, ONE_VALUE_PER_FILE, RANKS, SPECIAL, STEPS, EV
 #: per run number ``r`` its steps (one row per step, de-duplicated), its evaluations (one row
 #: per step, split and metric) and its facts (run_id, newest file, its scalars, finished).
 #: The typed path leaves the training rows of a run that needs no de-duplication in its
-#: entries table (``_hf_entries``, kind ``train``; the runs that need it are in ``_hf_dup``)
-#: instead of copying them: :data:`ALL_STEPS` is the union.
+#: entries table (``_hf_entries``, kind ``train``) instead of copying them; those of the runs
+#: that need it (``_hf_dup``) go de-duplicated into ``_hf_steps`` and leave ``_hf_entries``:
+#: :data:`ALL_STEPS` is the union.
 OUTPUTS: tuple[str, ...] = (
     "CREATE OR REPLACE TEMP TABLE _hf_steps "
     "(r BIGINT, step UBIGINT, epoch DOUBLE, loss DOUBLE, lr DOUBLE, grad_norm DOUBLE)",
@@ -245,7 +244,7 @@ OUTPUTS: tuple[str, ...] = (
 #: Every staged training row, one per run and step (see :data:`OUTPUTS`).
 ALL_STEPS = """(SELECT r, step, epoch, loss, lr, grad_norm FROM _hf_steps
       UNION ALL
-      SELECT r, step, epoch, loss, lr, grad_norm FROM _hf_entries ANTI JOIN _hf_dup USING (r) WHERE kind = 'train')"""
+      SELECT r, step, epoch, loss, lr, grad_norm FROM _hf_entries WHERE kind = 'train')"""
 
 #: One row per run: the newest state file and its scalars, whether the summary entry was seen,
 #: whether a logged loss is non-finite, the metric names and the row counts.
@@ -261,9 +260,12 @@ LEFT JOIN (SELECT r, count(*) AS n, list_sort(list_distinct(list(metric))) AS me
 """
 
 #: contract table -> SELECT of its columns in contract order
-#: (epoch, lr and evaluation values are finite-only in the contract: non-finite -> NULL)
+#: (epoch, lr and evaluation values are finite-only in the contract: non-finite -> NULL).
+#: The run_id is looked up by run number (``$run_ids[r]``) rather than joined: a plain scan of
+#: the staged rows is appended batch by batch into full row groups (see
+#: :class:`~stabstat.store.load.JsonReader`).
 SELECTS: dict[str, str] = {
-    "steps": f"SELECT run_id, step, {_finite('epoch')}, loss, {_finite('lr')}, grad_norm, NULL::DOUBLE AS wall_time "
-             f"FROM {ALL_STEPS} JOIN {_RUNS} USING (r)",
-    "evals": f"SELECT run_id, step, split, metric, {_finite('value')} FROM _hf_evals JOIN {_RUNS} USING (r)",
+    "steps": f"SELECT $run_ids[r], step, {_finite('epoch')}, loss, {_finite('lr')}, grad_norm, "
+             f"NULL::DOUBLE AS wall_time FROM {ALL_STEPS}",
+    "evals": f"SELECT $run_ids[r], step, split, metric, {_finite('value')} FROM _hf_evals",
 }

@@ -148,8 +148,9 @@ def plain_runs(scan: list[tuple[int, bool, list[str]]]) -> tuple[set[int], list[
 def typed_statements(keys: list[str], parts: int = 1) -> tuple[str, ...]:
     """The typed path's statements for a batch whose plain files hold the ``eval_*`` ``keys``:
     the entries (``_hf_entries``), the runs whose steps need de-duplication (``_hf_dup``: several
-    files, or a step logged twice), then the inserts into ``_hf_steps`` (those runs only),
-    ``_hf_evals`` and ``_hf_runs``."""
+    files, or a step logged twice), their steps de-duplicated into ``_hf_steps`` and their
+    training entries removed from ``_hf_entries`` (these two only when ``_hf_dup`` has rows,
+    see :func:`stage`), then the inserts into ``_hf_evals`` and ``_hf_runs``."""
     fields = {"step": "UBIGINT", "epoch": "DOUBLE", "loss": "DOUBLE", "learning_rate": "DOUBLE",
               "grad_norm": "DOUBLE", "train_runtime": "JSON", **{k: "JSON" for k in keys}}
     structure = _literal(json.dumps({"log_history": [fields]}))
@@ -193,6 +194,7 @@ FROM _hf_entries SEMI JOIN _hf_dup USING (r)
 WHERE kind = 'train'
 GROUP BY r, step
 """
+    undup = "DELETE FROM _hf_entries WHERE kind = 'train' AND r IN (SELECT r FROM _hf_dup)"
     names = "[" + ", ".join(_literal(k[5:]) for k in metrics) + "]::VARCHAR[]"
     evals = f"""
 INSERT INTO _hf_evals
@@ -213,7 +215,7 @@ FROM (SELECT * FROM _hf_scan WHERE list_contains($r, r)
       QUALIFY row_number() OVER (PARTITION BY r ORDER BY rank DESC) = 1) AS n
 LEFT JOIN (SELECT DISTINCT r, true AS finished FROM _hf_entries WHERE kind = 'fin') AS e USING (r)
 """
-    return entries, dup, steps, evals, runs
+    return entries, dup, steps, undup, evals, runs
 
 
 def _subset(params: dict[str, Any], keep: set[int]) -> dict[str, Any]:
@@ -249,6 +251,12 @@ def stage(con: Any, params: dict[str, Any]) -> None:
     if fast:
         typed = _subset(params, fast)
         split = _split(typed["files"], threads)
-        for sql in typed_statements(keys, len(split)):
-            con.execute(sql, statement_params(sql, {**typed, **split}))
+        entries, dup, steps, undup, evals, runs = typed_statements(keys, len(split))
+        con.execute(entries, statement_params(entries, {**typed, **split}))
+        con.execute(dup)
+        if con.execute("SELECT count(*) FROM _hf_dup").fetchall()[0][0]:  # rare: skip two passes
+            con.execute(steps)
+            con.execute(undup)
+        for sql in (evals, runs):
+            con.execute(sql, statement_params(sql, typed))
 
