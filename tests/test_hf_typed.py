@@ -297,3 +297,21 @@ def test_a_key_written_twice_keeps_its_first_value_on_every_path(make_hf_run, tm
             assert status == [("interrupted" if d == runs[2] else "completed",)]
     assert paths["python"] == {_rid(runs[3])}
     assert _rid(runs[2]) in paths["general"] and _rid(runs[1]) in paths["typed"]
+
+
+def test_hf_and_stabstat_runs_in_one_batch(make_run, make_hf_run, tmp_path):
+    """One transaction holding both formats: the HF rows (staged, run_id looked up by run
+    number) and the Parquet rows land side by side, each run's exactly."""
+    import pyarrow.parquet as pq
+
+    ours = [make_run(f"ours-{i}", out_dir=tmp_path / "all", config={"seed": i}) for i in range(2)]
+    hf = [make_hf_run(f"all/hf/seed={s}", history=hf_history(4 + s)) for s in range(3)]
+    with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
+        rep = ingest(store, tmp_path / "all")
+        assert rep.ok and len(rep.added) == 5, rep.summary()
+        for d in hf:
+            assert_same_as_python(store, d)
+        for d in ours:
+            for table in ("steps", "evals"):
+                got = store.con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [d.name]).fetchall()
+                assert got == [(pq.read_metadata(d / f"{table}.parquet").num_rows,)]
