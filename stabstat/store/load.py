@@ -146,12 +146,12 @@ class JsonReader:
     columns in contract order (run_id first); it may name ``$run_ids`` (VARCHAR[], the run_id
     of each run number: ``$run_ids[r]``), and it runs with ``preserve_insertion_order`` on:
     DuckDB then appends an order-preserving SELECT (a scan of staged tables, no join) batch by
-    batch into full row groups, where a join's output is appended per thread, each leaving a
-    partly filled row group that the checkpoint merges, i.e. writes again (300 HF runs of
-    1,000 steps: 3 row groups instead of 4, a checkpoint of ~6 ms instead of ~33 ms).
-    ``facts``: SELECT over them yielding one row
-    per run, ``run_id`` first; ``finish(run, facts)`` gets that row as a dict and completes
-    the run (status, ``run_json``, each :attr:`TableData.rows`) before it is stored.
+    batch, where a join's output is appended per thread, each thread leaving a partly filled
+    row group that the checkpoint merges, i.e. writes again (300 HF runs of 1,000 steps: 3 row
+    groups instead of 4, a checkpoint of ~6 ms instead of ~33 ms). ``facts``: SELECT over them
+    yielding one row per run, ``run_id`` first; ``finish(run, facts)`` gets that row as a dict
+    and completes the run (status, ``run_json``, each :attr:`TableData.rows`) before it is
+    stored.
     ``fallback(run)``: read the run without DuckDB (only after it failed to load alone):
     raise :class:`stabstat.ingest.Reject`-like exceptions with the one-line reason, or
     replace the run's JSON tables by column lists to load.

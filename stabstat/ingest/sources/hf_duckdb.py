@@ -262,7 +262,7 @@ LEFT JOIN (SELECT r, count(*) AS n, list_sort(list_distinct(list(metric))) AS me
 #: contract table -> SELECT of its columns in contract order
 #: (epoch, lr and evaluation values are finite-only in the contract: non-finite -> NULL).
 #: The run_id is looked up by run number (``$run_ids[r]``) rather than joined: a plain scan of
-#: the staged rows is appended batch by batch into full row groups (see
+#: the staged rows is appended batch by batch, not a partly filled row group per thread (see
 #: :class:`~stabstat.store.load.JsonReader`).
 SELECTS: dict[str, str] = {
     "steps": f"SELECT $run_ids[r], step, {_finite('epoch')}, loss, {_finite('lr')}, grad_norm, "
