@@ -276,7 +276,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                      "target": "reference = same page without drawing the charts",
                      "note": f"{len(res.marks)} charts (canvas renderer, Vega compiled when the "
                              "page is written, dead invalid-value guards dropped, tooltips on "
-                             "hover), headless chromium, file://, offline"})
+                             "hover, a line or area per series instead of a facet subflow per "
+                             "series, grid axes folded, no alias data sets), headless chromium, "
+                             "file://, offline"})
     return rows
 
 

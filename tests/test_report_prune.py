@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from report_fixtures import page_specs, small_report
 
+from stabstat.report.page import page_vega
 from stabstat.report.vega import compile_spec
 from stabstat.report.vegaprune import prune, tooltips_on_hover
 
@@ -162,7 +163,8 @@ def test_report_page_carries_the_pruned_vega(tmp_path: Path) -> None:
     page = rep.to_html(bundle="/* no bundle */")
     specs = page_specs(page)
     for f in rep.figures:
-        want = tooltips_on_hover(prune(f.vega_spec()))
+        # pruned, tooltips on hover and report.vegaflat's steps (tests/test_report_flat.py)
+        want = page_vega(f.vega_spec())
         assert specs[f"chart-{f.id}"] == json.loads(json.dumps(want)), f.id
         assert '"update":{"tooltip"' not in json.dumps(want, separators=(",", ":"))
     text = json.dumps(specs)

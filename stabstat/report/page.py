@@ -21,6 +21,7 @@ from stabstat._text import cell, json_safe, round_floats
 from stabstat.report.bundle import javascript_bundle
 from stabstat.report.methods import REFERENCES
 from stabstat.report.vega import compile_spec
+from stabstat.report.vegaflat import drop_aliases, flatten_pathgroups, merge_grid_axes
 from stabstat.report.vegaprune import prune, tooltips_on_hover
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from stabstat.charts import AnyChart
 
-__all__ = ["PAGE_BUDGET_BYTES", "Figure", "Report", "Table"]
+__all__ = ["PAGE_BUDGET_BYTES", "Figure", "Report", "Table", "page_vega"]
 
 #: Largest page :func:`stabstat.report.build_report` aims for. Chart data are aggregated in
 #: DuckDB so that a report over thousands of runs stays under this (README, "Large sweeps:
@@ -103,10 +104,7 @@ class Report:
 
     def to_html(self, *, bundle: str | None = None) -> str:
         """The page as one string. ``bundle`` overrides the Vega script (tests only)."""
-        # Vega, not Vega-Lite: the browser then skips the compile step (report.vega), without
-        # the invalid-value guards the inline data prove dead, tooltips computed on hover
-        # (report.vegaprune).
-        specs = {f"chart-{f.id}": tooltips_on_hover(prune(f.vega_spec())) for f in self.figures}
+        specs = {f"chart-{f.id}": page_vega(f.vega_spec()) for f in self.figures}
         parts = self._head(bundle if bundle is not None else javascript_bundle())
         parts += self._nav()
         parts += self._provenance()
@@ -195,6 +193,16 @@ class Report:
             parts.append(_table_html(self.claims, verdict_column="verdict"))
             parts.append("</section>")
         return parts
+
+
+def page_vega(vega: dict[str, Any]) -> dict[str, Any]:
+    """A figure's Vega (:meth:`Figure.vega_spec`) as the page carries it: the same picture with
+    less for the browser to do (issue 18). Vega, not Vega-Lite, so the browser skips the
+    compile step (report.vega); without the invalid-value guards the inline data prove dead,
+    tooltips computed on hover (report.vegaprune); a line or area per series instead of a
+    facet subflow per series, grid axes folded into labelled axes, no data sets that only
+    rename another (report.vegaflat)."""
+    return tooltips_on_hover(drop_aliases(merge_grid_axes(flatten_pathgroups(prune(vega)))))
 
 
 def _figure_html(f: Figure) -> list[str]:
