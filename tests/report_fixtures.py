@@ -106,3 +106,33 @@ def page_specs(page: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(found.group(1))
     return out
 
+
+
+def require_browser() -> None:
+    """Skip the calling test, with its reason, when no system Chromium or no Playwright is
+    installed (CI installs both: nothing skips there)."""
+    import pytest
+
+    from stabstat._browser import find_chromium
+
+    if find_chromium() is None:
+        pytest.skip("no system Chromium (/usr/bin/chromium): apt-get install chromium")
+    pytest.importorskip("playwright.sync_api")
+
+
+def evaluate_with_vega(js: str, arg: Any) -> Any:
+    """``js`` (a JavaScript function of one argument) evaluated with ``arg`` in a blank
+    headless-Chromium page holding the report's Vega bundle; its result."""
+    from playwright.sync_api import sync_playwright
+
+    from stabstat._browser import CHROMIUM_ARGS, find_chromium
+    from stabstat.report import javascript_bundle
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.add_script_tag(content=javascript_bundle())
+            return page.evaluate(js, arg)
+        finally:
+            browser.close()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import page_specs, small_report
+from report_fixtures import evaluate_with_vega, page_specs, require_browser, small_report
 
 from stabstat.report.page import page_vega
 from stabstat.report.vega import compile_spec
@@ -234,20 +234,7 @@ _PICTURE_JS = """async (specs) => {
 
 def _pictures(specs: dict[str, Any]) -> dict[str, Any]:
     """Each spec drawn by Vega's canvas renderer: [PNG data URL, item tooltips in order]."""
-    from playwright.sync_api import sync_playwright
-
-    from stabstat._browser import CHROMIUM_ARGS, find_chromium
-    from stabstat.report import javascript_bundle
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS,
-                                    headless=True)
-        try:
-            page = browser.new_page()
-            page.add_script_tag(content=javascript_bundle())
-            out: dict[str, Any] = page.evaluate(_PICTURE_JS, specs)
-        finally:
-            browser.close()
+    out: dict[str, Any] = evaluate_with_vega(_PICTURE_JS, specs)
     return out
 
 
@@ -268,11 +255,7 @@ def _reversed_series(spec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_flattened_charts_draw_the_same_picture(tmp_path: Path) -> None:
-    from stabstat._browser import find_chromium
-
-    if find_chromium() is None:
-        pytest.skip("no system Chromium (/usr/bin/chromium): apt-get install chromium")
-    pytest.importorskip("playwright.sync_api")
+    require_browser()
     rep = small_report(tmp_path)
     specs: dict[str, Any] = {}
     for f in rep.figures:

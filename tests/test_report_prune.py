@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from report_fixtures import page_specs, small_report
+from report_fixtures import evaluate_with_vega, page_specs, require_browser, small_report
 
 from stabstat.report.page import page_vega
 from stabstat.report.vega import compile_spec
@@ -196,20 +196,7 @@ def _scenes(specs: dict[str, Any]) -> dict[str, Any]:
     """Each spec's scene graph after one run (Vega's own JSON of it) and its items' tooltips,
     ``defined: true`` dropped: an item without ``defined`` is drawn as defined (Vega's
     default)."""
-    from playwright.sync_api import sync_playwright
-
-    from stabstat._browser import CHROMIUM_ARGS, find_chromium
-    from stabstat.report import javascript_bundle
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS,
-                                    headless=True)
-        try:
-            page = browser.new_page()
-            page.add_script_tag(content=javascript_bundle())
-            raw = page.evaluate(_SCENE_JS, specs)
-        finally:
-            browser.close()
+    raw = evaluate_with_vega(_SCENE_JS, specs)
 
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
@@ -223,11 +210,7 @@ def _scenes(specs: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_pruned_charts_draw_the_same_scene(tmp_path: Path) -> None:
-    from stabstat._browser import find_chromium
-
-    if find_chromium() is None:
-        pytest.skip("no system Chromium (/usr/bin/chromium): apt-get install chromium")
-    pytest.importorskip("playwright.sync_api")
+    require_browser()
     rep = small_report(tmp_path)
     nulls = _rows()
     nulls[3]["y"] = None
@@ -281,12 +264,10 @@ function stabstatTips(view) {  // [mark name, index, tooltip] of the items that 
 def test_tooltips_show_on_hover_with_the_same_text(tmp_path: Path) -> None:
     """The page's marks carry no tooltip until hovered; hovering items shows exactly the text
     that the compiled spec (tooltip in ``update``, computed while drawing) gives them."""
-    from stabstat._browser import CHROMIUM_ARGS, find_chromium
-
-    if find_chromium() is None:
-        pytest.skip("no system Chromium (/usr/bin/chromium): apt-get install chromium")
-    pytest.importorskip("playwright.sync_api")
+    require_browser()
     from playwright.sync_api import sync_playwright
+
+    from stabstat._browser import CHROMIUM_ARGS, find_chromium
 
     rep = small_report(tmp_path, only=["failure-rate", "metric-vs-loss"])
     out = tmp_path / "report.html"
