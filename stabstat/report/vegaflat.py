@@ -45,6 +45,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from stabstat.report.vegaprune import copy_spec
+
 __all__ = ["MAX_SERIES", "drop_aliases", "flatten_pathgroups", "merge_grid_axes"]
 
 #: Series per path group up to which the group is replaced by copies of its mark.
@@ -64,21 +66,22 @@ def flatten_pathgroups(spec: Mapping[str, Any]) -> dict[str, Any]:
     Inline value lists are shared with ``spec``, not copied."""
     if "data" not in spec or "marks" not in spec:
         return dict(spec)
-    out = _copy(spec)
-    text = json.dumps({k: v for k, v in out.items() if k != "data"}) + json.dumps(
-        [{k: v for k, v in d.items() if k != "values"} for d in out["data"]])
+    out = copy_spec(spec)
+    text = _spec_text(out)
     scope = _data_rows(out["data"], {})
     _flatten(out, out["data"], scope, text)
     return out
 
 
-def _copy(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``spec`` whose data entries share their inline value lists with it."""
-    out = copy.deepcopy({k: v for k, v in spec.items() if k != "data"})
-    if "data" in spec:
-        out["data"] = [{k: (v if k == "values" else copy.deepcopy(v)) for k, v in d.items()}
-                       for d in spec["data"]]
-    return out
+def _spec_text(spec: Mapping[str, Any]) -> str:
+    """The spec as JSON text without its inline rows: where its names can be looked up."""
+    return json.dumps({k: v for k, v in spec.items() if k != "data"}) + json.dumps(
+        [{k: v for k, v in d.items() if k != "values"} for d in spec["data"]])
+
+
+def _uses(name: str, text: str) -> int:
+    """How often ``name`` occurs in ``text`` as a whole word (its definition included)."""
+    return len(re.findall(r"(?<![\w])" + re.escape(name) + r"(?![\w])", text))
 
 
 def _data_rows(entries: list[dict[str, Any]], outer: Mapping[str, Rows]) -> dict[str, Rows]:
@@ -192,8 +195,7 @@ def _series(mark: dict[str, Any], scope: Mapping[str, Rows], text: str) -> list[
     for name in (facet["name"], mark.get("name"), child.get("name")):
         # used only where it is defined (the facet's name: also as the child's data), also
         # not inside an expression string (data("..."), event selectors)
-        uses = len(re.findall(r"(?<![\w])" + re.escape(name) + r"(?![\w])", text)) \
-            if isinstance(name, str) else 0
+        uses = _uses(name, text) if isinstance(name, str) else 0
         if uses > 1 + (name == facet["name"]):
             return None
     rows = scope.get(facet["data"])
@@ -255,7 +257,7 @@ def merge_grid_axes(spec: Mapping[str, Any]) -> dict[str, Any]:
     on everything that places ticks (:data:`_TICKS`), and the spec's config may not style
     axes (the default grid style is what both draw with). Not Vega: returned unchanged.
     """
-    out = _copy(spec)
+    out = copy_spec(spec)
     config = out.get("config") or {}
     if "marks" not in out or any(str(k).startswith("axis") for k in config):
         return out
@@ -321,18 +323,17 @@ def drop_aliases(spec: Mapping[str, Any]) -> dict[str, Any]:
     data set (or facet) of its name or of its source's name (inside that group the name means
     another data set). Not Vega: returned unchanged.
     """
-    out = _copy(spec)
+    out = copy_spec(spec)
     if "data" not in out or "marks" not in out:
         return out
     aliases = {d["name"]: d["source"] for d in out["data"]
                if set(d) == {"name", "source"} and isinstance(d["name"], str)
                and isinstance(d["source"], str)}
-    text = json.dumps({k: v for k, v in out.items() if k != "data"}) + json.dumps(
-        [{k: v for k, v in d.items() if k != "values"} for d in out["data"]])
+    text = _spec_text(out)
     shadowed = set(_group_data_names(out.get("marks", [])))
     for name in list(aliases):
         # every use is `"data": "name"` or `"source": "name"`, plus its definition
-        uses = len(re.findall(r"(?<![\w])" + re.escape(name) + r"(?![\w])", text))
+        uses = _uses(name, text)
         plain = len(re.findall(r'"(?:data|source)": ' + re.escape(json.dumps(name)), text))
         if name in shadowed or uses != plain + 1:
             del aliases[name]

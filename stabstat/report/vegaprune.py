@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["prune", "tooltips_on_hover"]
+__all__ = ["copy_spec", "prune", "tooltips_on_hover"]
 
 NUM, STR = "number", "string"
 _F = r'datum\["((?:[^"\\]|\\.)+)"\]'
@@ -56,19 +56,23 @@ def prune(spec: Mapping[str, Any]) -> dict[str, Any]:
     """
     if "data" not in spec or "marks" not in spec:
         return dict(spec)
-    values = {id(d): d.get("values") for d in spec["data"]}
-    out = copy.deepcopy({k: v for k, v in spec.items() if k != "data"})
-    out["data"] = []
+    out = copy_spec(spec)
     classes: dict[str, Classes] = {}
-    for entry in spec["data"]:
-        new = {k: copy.deepcopy(v) for k, v in entry.items() if k != "values"}
-        if "values" in entry:
-            new["values"] = values[id(entry)]
-        known = _data_classes(new, classes)
-        if "name" in new:
-            classes[new["name"]] = known
-        out["data"].append(new)
+    for entry in out["data"]:
+        known = _data_classes(entry, classes)
+        if "name" in entry:
+            classes[entry["name"]] = known
     _prune_marks(out.get("marks", []), classes)
+    return out
+
+
+def copy_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of the Vega ``spec`` whose data entries share their inline value lists
+    with it (the rewrites of the page's Vega change the spec, never the rows)."""
+    out = copy.deepcopy({k: v for k, v in spec.items() if k != "data"})
+    if "data" in spec:
+        out["data"] = [{k: (v if k == "values" else copy.deepcopy(v)) for k, v in d.items()}
+                       for d in spec["data"]]
     return out
 
 
