@@ -252,13 +252,14 @@ def test_every_run_corrupt_reads_each_at_most_three_times(make_hf_run, tmp_path,
 
 
 
-def test_json_inserts_keep_insertion_order_and_put_the_setting_back(tmp_path):
-    """A JSON reader's SELECTs run with ``preserve_insertion_order`` on (a scan of staged rows
-    is then appended batch by batch, not in a partly filled row group per thread), and the
-    setting the ingest chose for its other inserts comes back afterwards, after an error too."""
+def test_insertion_order_is_set_inside_and_put_back_without_hiding_a_failure(tmp_path):
+    """``insertion_order`` (a JSON reader's SELECTs keep the order: a scan of staged rows is
+    then appended batch by batch, not in a partly filled row group per thread) puts back the
+    setting the ingest chose, after an error too; inside a transaction a failed statement
+    blocks the restore until ROLLBACK, and the failure itself is what propagates."""
     import duckdb
 
-    from stabstat.store.load import _insertion_order_kept
+    from stabstat.store.load import insertion_order
 
     con = duckdb.connect(str(tmp_path / "x.duckdb"))
 
@@ -267,9 +268,48 @@ def test_json_inserts_keep_insertion_order_and_put_the_setting_back(tmp_path):
 
     for before in (False, True):
         con.execute(f"SET preserve_insertion_order = {str(before).lower()}")
-        with _insertion_order_kept(con):
-            assert current() is True
-        assert current() is before
-        with pytest.raises(duckdb.Error), _insertion_order_kept(con):
+        for keep in (False, True):
+            with insertion_order(con, keep=keep):
+                assert current() is keep
+            assert current() is before
+        with pytest.raises(duckdb.CatalogException), insertion_order(con, keep=True):
             con.execute("SELECT * FROM no_such_table")
         assert current() is before
+    con.execute("CREATE TABLE t (x INTEGER CHECK (x > 0))")
+    con.execute("BEGIN")
+    with pytest.raises(duckdb.ConstraintException), insertion_order(con, keep=False):
+        con.execute("INSERT INTO t VALUES (-1)")
+    con.execute("ROLLBACK")
+
+
+def test_a_failed_batch_leaves_the_ingest_setting(make_hf_run, tmp_path, monkeypatch):
+    """Every batch transaction starts with the ingest's insertion order, also after a batch
+    failed inside a JSON reader's ordered insert; the setting before the ingest comes back."""
+    import stabstat.ingest.batch as batch_mod
+    import stabstat.store.load as load_mod
+
+    for s in range(4):
+        make_hf_run(f"hf/seed={s}", history=hf_history(3))
+    seen: list[bool] = []
+    real_try, real_insert = batch_mod._Ingest._try_load, load_mod.insert_columns
+    failed = []
+
+    def try_load(self: Any, runs: Any) -> Any:
+        seen.append(bool(self.store.con.execute(
+            "SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]))
+        return real_try(self, runs)
+
+    def insert_columns(store: Any, table: str, *args: Any) -> None:  # the batch's ingests log: after the
+        if table == "ingests" and not failed:  # ordered inserts, fail the first batch's once
+            failed.append(True)
+            store.con.execute("SET preserve_insertion_order = true")  # as if left by a failed insert
+            store.con.execute("SELECT error('boom')")
+        real_insert(store, table, *args)
+
+    monkeypatch.setattr(batch_mod._Ingest, "_try_load", try_load)
+    monkeypatch.setattr(load_mod, "insert_columns", insert_columns)
+    with Store.open(tmp_path / "x.duckdb", read_only=False) as store:
+        rep = ingest(store, tmp_path / "hf")
+        assert rep.ok and len(rep.added) == 4
+        assert store.con.execute("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
+    assert failed and len(seen) > 1 and not any(seen), seen

@@ -14,7 +14,6 @@ explained by :func:`stabstat.validate.validate_run` (first problem) or DuckDB's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -37,6 +36,11 @@ if TYPE_CHECKING:
     from stabstat.store.queries import Store
 
 __all__ = ["Progress", "check_factors", "check_majority", "even_share", "ingest"]
+
+#: Rows of a table have no meaningful order (every query orders by step), so the ingest lets
+#: DuckDB insert in parallel without keeping the files' row order: ~20% less CPU. (A JSON
+#: reader's inserts keep it: :func:`stabstat.store.load.insert_runs`.)
+_KEEP_ORDER = False
 
 #: A failed part of at most this many runs is loaded run by run instead of halved again.
 _ONE_BY_ONE = 4
@@ -206,16 +210,20 @@ class _Ingest:
     def run(
         self, found: list[FoundRun], options: PrepareOptions, *, full: bool, bar: _ProgressAdapter
     ) -> None:
-        """Prepare every run (one helper thread working ahead) and load them in batches."""
+        """Prepare every run (one helper thread working ahead) and load them in batches, with
+        :data:`_KEEP_ORDER` (the setting before is put back at the end)."""
+        with load.insertion_order(self.store.con, keep=_KEEP_ORDER):
+            self._run(found, options, full=full, bar=bar)
+
+    def _run(
+        self, found: list[FoundRun], options: PrepareOptions, *, full: bool, bar: _ProgressAdapter
+    ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         seen: dict[str, str] = {}
         batch: list[RunInput] = []
         batch_n = limit = 0
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stabstat-prepare")
-        # Rows of a table have no meaningful order (every query orders by step), so let
-        # DuckDB insert in parallel without keeping the files' row order: ~20% less CPU.
-        self.store.con.execute("SET preserve_insertion_order = false")
         try:
             prepared = pool.map(lambda item: _prepare(item, options, full), found)
             for item, runs_or_rej in zip(found, prepared, strict=True):
@@ -242,8 +250,6 @@ class _Ingest:
         finally:
             # on an error (or Ctrl-C) do not wait for the remaining preparations
             pool.shutdown(wait=True, cancel_futures=True)
-            with contextlib.suppress(Exception):  # never mask the error that got us here
-                self.store.con.execute("RESET preserve_insertion_order")
 
     def _admit(self, d: Path, run_or_rej: RunInput | Reject, seen: dict[str, str]) -> RunInput | None:
         """The run if it is to be loaded; None when it was rejected or is unchanged."""
@@ -291,6 +297,8 @@ class _Ingest:
             con.execute("COMMIT")
         except (duckdb.Error, Reject, OSError) as exc:
             con.execute("ROLLBACK")
+            # a statement that failed inside an insertion_order() block could not put it back
+            con.execute(f"SET preserve_insertion_order = {str(_KEEP_ORDER).lower()}")
             del report.notes[notes_before:]
             self.virtual = dict(self.store.factors())
             return exc

@@ -326,7 +326,7 @@ def insert_runs(store: Store, batch: Sequence[LoadableRun], existing: Mapping[st
         for reader, run_ids in staged:
             if t.name in reader.selects:
                 sql = f"INSERT INTO {quote_ident(t.name)} ({cols}) {reader.selects[t.name]}"
-                with _insertion_order_kept(con):
+                with insertion_order(con, keep=True):
                     con.execute(sql, statement_params(sql, {"run_ids": run_ids}))
     for reader, _ in staged:
         for temp in reader.temp_tables:
@@ -338,15 +338,23 @@ def insert_runs(store: Store, batch: Sequence[LoadableRun], existing: Mapping[st
 
 
 @contextlib.contextmanager
-def _insertion_order_kept(con: Any) -> Iterator[None]:
-    """``preserve_insertion_order`` on inside, as it was afterwards (the ingest turns it off
-    for its Parquet inserts)."""
+def insertion_order(con: Any, keep: bool) -> Iterator[None]:
+    """``preserve_insertion_order`` set to ``keep`` inside, as it was afterwards.
+
+    The setting is not transactional, and a statement that failed inside a transaction leaves
+    it aborted: no SET runs until its ROLLBACK. Then the failure propagates (the restore's own
+    error never hides it) and whoever rolls back sets what it needs again
+    (:meth:`stabstat.ingest.batch._Ingest._try_load`).
+    """
     before = bool(con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0])
-    con.execute("SET preserve_insertion_order = true")
+    con.execute(f"SET preserve_insertion_order = {str(keep).lower()}")
     try:
         yield
-    finally:
-        con.execute(f"SET preserve_insertion_order = {str(before).lower()}")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            con.execute(f"SET preserve_insertion_order = {str(before).lower()}")
+        raise
+    con.execute(f"SET preserve_insertion_order = {str(before).lower()}")
 
 
 #: DuckDB's default ``maximum_object_size`` of ``read_json`` (bytes).
