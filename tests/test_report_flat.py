@@ -25,8 +25,6 @@ from stabstat.report.vega import compile_spec
 from stabstat.report.vegaflat import drop_aliases, flatten_pathgroups, merge_grid_axes
 from stabstat.report.vegaprune import prune, tooltips_on_hover
 
-vlc = pytest.importorskip("vl_convert")
-
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

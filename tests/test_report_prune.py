@@ -24,8 +24,6 @@ from stabstat.report.page import page_vega
 from stabstat.report.vega import compile_spec
 from stabstat.report.vegaprune import prune, tooltips_on_hover
 
-vlc = pytest.importorskip("vl_convert")
-
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

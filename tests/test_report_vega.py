@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+import vl_convert as vlc  # a dependency of stabstat (the report compiles with it): never skipped
 from report_fixtures import page_specs, small_report
 
 from stabstat.report.vega import compile_async, compile_spec
-
-vlc = pytest.importorskip("vl_convert")
 
 
 @pytest.fixture(autouse=True)
