@@ -130,16 +130,13 @@ def bootstrap_statistics(
                                             confidence=confidence, rng=gen, min_seeds=min_seeds)[0]
             out[st_name] = BootstrapResult(**{**out[st_name].__dict__, "seed": seed})
         return out
-    xs = np.sort(arr)[None, :]
+    xs = np.sort(arr)[None, :]  # the estimate from sorted values: summed in the resamples' order
     counts = _counts if _counts is not None else _draw_counts(gen, resamples, n)
-    jk = _jackknife_counts(n)
     for st_name in statistics:
         m = resolve_method(method, st_name, n)
         theta_hat = np.atleast_1d(np.asarray(compute_statistic(st_name, xs, axis=1), dtype=np.float64))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            theta_b = _stat_from_counts(st_name, xs, counts, n)
-            jack = [_stat_from_counts(st_name, xs, jk, n - 1)] if m == "bca" else None
-        low, high, notes, used = _intervals(theta_hat, theta_b, jack, m, confidence)
+        theta_b, jk = bootstrap_replicates(arr, counts, statistic=st_name, jackknife=m == "bca")
+        low, high, notes, used = _intervals(theta_hat, theta_b, None if jk is None else [jk], m, confidence)
         w = seed_warnings(n, purpose=f"a CI of the {st_name}", minimum=min_seeds) + notes[0]
         out[st_name] = _result(theta_hat[0], low[0], high[0], st_name, used[0], resamples, seed, confidence, n, w)
     return out
